@@ -1,0 +1,89 @@
+"""The receiver-independent part of an OTLP export: auth, validation, durability, response.
+
+Both receivers (gRPC and HTTP) hand the request body here. A request is acknowledged only
+once it is in the fsynced write-ahead log (DESIGN §9); the segment writer moves it on to
+ClickHouse in the background.
+"""
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from tracehouse.auth import ALL_PROJECTS, ApiKeys
+from tracehouse.storage import store
+from tracehouse.storage.store import ProtobufTarget
+
+from . import otlp
+from .wal import WriteAheadLog
+
+log = logging.getLogger(__name__)
+
+MAX_PROJECT_LENGTH = 200
+
+
+class Unauthenticated(Exception):
+    pass
+
+
+class Unavailable(Exception):
+    """The WAL could not write (disk full, I/O error): the client should retry."""
+
+    def __init__(self, message: str, retry_after: float = 5.0):
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+@dataclass(frozen=True)
+class Signal:
+    """One OTLP signal: how to check its requests and where its data goes."""
+    name: str                                      # "traces"
+    inspect: Callable[[bytes], otlp.Inspection]    # parse + count, raises otlp.BadRequest
+    from_json: Callable[[bytes], bytes]            # OTLP/JSON → protobuf bytes
+    response: Callable[[otlp.Inspection], object]  # the Export…ServiceResponse message
+    target: ProtobufTarget
+
+
+class Ingest:
+    def __init__(self, api_keys: ApiKeys, wals: dict[str, WriteAheadLog], max_attribute_length: int):
+        self.api_keys = api_keys
+        self.wals = wals
+        self.max_attribute_length = max_attribute_length
+        self.accepted_items = 0
+
+    def project_for(self, api_key: str | None, project_header: str | None) -> str:
+        """The project the data is filed under; '' lets ClickHouse take it from the resource.
+
+        Raises Unauthenticated when keys are configured and this one is missing or unknown.
+        """
+        header = (project_header or "").strip()[:MAX_PROJECT_LENGTH]
+        if not self.api_keys.enabled:
+            return header
+        project = self.api_keys.project_for(api_key)
+        if project is None:
+            raise Unauthenticated("missing or unknown API key; send it as 'Authorization: Bearer <key>' "
+                                  "or in the x-tracehouse-api-key header")
+        return header if project == ALL_PROJECTS else project
+
+    async def export(self, signal: Signal, body: bytes, *, api_key: str | None, project_header: str | None):
+        """Make the request durable and return the OTLP response message."""
+        project = self.project_for(api_key, project_header)
+        inspection = signal.inspect(body)
+        if inspection.items > inspection.rejected:
+            payload = body + otlp.batch_trailer(project, self.max_attribute_length)
+            try:
+                await self.wals[signal.name].append_async(payload)
+            except OSError as exc:
+                log.error("write-ahead log write failed: %s", exc)
+                raise Unavailable(f"cannot make the data durable right now ({exc.strerror or exc}); retry later") from exc
+            self.accepted_items += inspection.items - inspection.rejected
+        return signal.response(inspection)
+
+
+TRACES = Signal(
+    name="traces",
+    inspect=otlp.inspect_traces,
+    from_json=otlp.traces_json_to_protobuf,
+    response=otlp.traces_response,
+    target=store.TRACES,
+)

@@ -1,0 +1,219 @@
+"""OTLP request handling that must happen before the ack: decode, validate, count (DESIGN §5).
+
+The request bytes themselves go to the write-ahead log and on to ClickHouse unchanged; Python
+only parses them once (upb, C speed) to refuse malformed requests and to count the spans that
+the ingest view will drop, for OTLP partial success.
+
+Strings are parsed leniently: the upstream messages reject invalid UTF-8, but OTLP data from
+the wild has it, and ClickHouse stores it safely (toValidUTF8 in the ingest view). So we parse
+with a copy of the upstream descriptors whose `string` fields are `bytes`.
+"""
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from dataclasses import dataclass
+
+from google.protobuf import descriptor_pb2, descriptor_pool, json_format, message_factory
+from google.protobuf.message import DecodeError
+from google.protobuf.unknown_fields import UnknownFieldSet
+from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
+
+ZERO_TRACE_ID = bytes(16)
+ZERO_SPAN_ID = bytes(8)
+
+# Fields the collector appends to each request (see proto/otlp_traces_ingest.proto).
+MAX_VALUE_LENGTH_FIELD = 12
+PROJECT_FIELD = 13
+WAL_CHECKSUM_FIELD = 15
+RESERVED_FIELDS = {MAX_VALUE_LENGTH_FIELD, PROJECT_FIELD, WAL_CHECKSUM_FIELD}
+
+
+class BadRequest(ValueError):
+    """The request cannot be decoded; the message says what is wrong, for the client."""
+
+
+@dataclass(frozen=True)
+class Inspection:
+    items: int       # spans in the request
+    rejected: int    # spans the ingest view will drop (bad ids)
+
+    @property
+    def error_message(self) -> str:
+        if not self.rejected:
+            return ""
+        return (f"{self.rejected} of {self.items} spans rejected: trace_id must be 16 bytes and span_id 8 bytes, "
+                "not all zero, and parent_span_id empty or 8 bytes")
+
+
+def _lenient_pool() -> descriptor_pool.DescriptorPool:
+    """A descriptor pool holding the OTLP trace protos with every string field made bytes."""
+    pool = descriptor_pool.DescriptorPool()
+    seen: set[str] = set()
+
+    def add(file_descriptor) -> None:
+        if file_descriptor.name in seen:
+            return
+        for dependency in file_descriptor.dependencies:
+            add(dependency)
+        seen.add(file_descriptor.name)
+        proto = descriptor_pb2.FileDescriptorProto()
+        file_descriptor.CopyToProto(proto)
+        for message in proto.message_type:
+            _strings_to_bytes(message)
+        pool.Add(proto)
+
+    add(trace_service_pb2.DESCRIPTOR)
+    return pool
+
+
+def _strings_to_bytes(message: descriptor_pb2.DescriptorProto) -> None:
+    for field in message.field:
+        if field.type == descriptor_pb2.FieldDescriptorProto.TYPE_STRING:
+            field.type = descriptor_pb2.FieldDescriptorProto.TYPE_BYTES
+    for nested in message.nested_type:
+        _strings_to_bytes(nested)
+
+
+_POOL = _lenient_pool()
+LenientTracesRequest = message_factory.GetMessageClass(
+    _POOL.FindMessageTypeByName("opentelemetry.proto.collector.trace.v1.ExportTraceServiceRequest"))
+
+
+def _valid_ids(span) -> bool:
+    trace_id, span_id, parent = span.trace_id, span.span_id, span.parent_span_id
+    return (len(trace_id) == 16 and trace_id != ZERO_TRACE_ID and len(span_id) == 8
+            and span_id != ZERO_SPAN_ID and len(parent) in (0, 8))
+
+
+def inspect_traces(body: bytes) -> Inspection:
+    """Parse an ExportTraceServiceRequest, count its spans and those with unusable ids.
+
+    The rule here must match the WHERE clause of the ingest view in storage/schema.py.
+    """
+    request = LenientTracesRequest()
+    try:
+        request.ParseFromString(body)
+    except DecodeError as exc:
+        raise BadRequest(f"the body is not a valid OTLP ExportTraceServiceRequest protobuf ({exc})") from None
+    reserved = {f.field_number for f in UnknownFieldSet(request)} & RESERVED_FIELDS
+    if reserved:
+        raise BadRequest(f"field numbers {sorted(reserved)} of ExportTraceServiceRequest are reserved for the collector")
+    items = rejected = 0
+    for resource_spans in request.resource_spans:
+        for scope_spans in resource_spans.scope_spans:
+            spans = scope_spans.spans
+            items += len(spans)
+            rejected += sum(1 for span in spans if not _valid_ids(span))
+    return Inspection(items, rejected)
+
+
+# -- OTLP/JSON ------------------------------------------------------------------------------
+
+_ID_FIELDS = ("traceId", "spanId", "parentSpanId", "trace_id", "span_id", "parent_span_id")
+
+
+def _hex_ids_to_base64(obj: dict) -> None:
+    """OTLP/JSON writes ids as hex; protobuf's JSON mapping expects base64 for bytes fields.
+
+    An id that is not hex becomes empty, so the span is rejected through partial success.
+    """
+    for key in _ID_FIELDS:
+        value = obj.get(key)
+        if isinstance(value, str):
+            try:
+                obj[key] = base64.b64encode(bytes.fromhex(value)).decode() if value else ""
+            except ValueError:
+                obj[key] = ""
+
+
+def _walk_spans(document: dict):
+    for resource_spans in _list(document, "resourceSpans", "resource_spans"):
+        for scope_spans in _list(resource_spans, "scopeSpans", "scope_spans"):
+            yield from _list(scope_spans, "spans")
+
+
+def _list(obj, *keys) -> list:
+    if not isinstance(obj, dict):
+        raise BadRequest("OTLP/JSON: expected an object")
+    for key in keys:
+        if key in obj:
+            value = obj[key]
+            if value is None:
+                return []
+            if not isinstance(value, list):
+                raise BadRequest(f"OTLP/JSON: '{key}' must be an array")
+            return value
+    return []
+
+
+def traces_json_to_protobuf(body: bytes) -> bytes:
+    """Convert an OTLP/JSON ExportTraceServiceRequest to its protobuf encoding.
+
+    Accepts the OTLP JSON mapping: hex ids, lowerCamelCase or snake_case names, 64-bit
+    integers as strings or numbers, enums as integers or names; unknown fields are ignored,
+    as the OTLP spec requires of receivers.
+    """
+    try:
+        document = json.loads(body.decode("utf-8", errors="surrogateescape"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise BadRequest(f"the body is not valid JSON: {exc}") from None
+    if not isinstance(document, dict):
+        raise BadRequest("OTLP/JSON: the body must be a JSON object with 'resourceSpans'")
+    for span in _walk_spans(document):
+        if not isinstance(span, dict):
+            raise BadRequest("OTLP/JSON: each span must be an object")
+        _hex_ids_to_base64(span)
+        for link in _list(span, "links"):
+            if isinstance(link, dict):
+                _hex_ids_to_base64(link)
+    request = trace_service_pb2.ExportTraceServiceRequest()
+    try:
+        json_format.ParseDict(document, request, ignore_unknown_fields=True)
+    except json_format.ParseError as exc:
+        raise BadRequest(f"OTLP/JSON does not match ExportTraceServiceRequest: {exc}") from None
+    except (UnicodeError, ValueError) as exc:  # lone surrogates and the like
+        document = json.loads(json.dumps(document).encode("utf-8", errors="replace"))
+        try:
+            json_format.ParseDict(document, request, ignore_unknown_fields=True)
+        except (json_format.ParseError, UnicodeError, ValueError):
+            raise BadRequest(f"OTLP/JSON could not be decoded: {exc}") from None
+    return request.SerializeToString()
+
+
+# -- responses and the collector's trailer --------------------------------------------------
+
+def _varint(value: int) -> bytes:
+    out = bytearray()
+    while True:
+        byte = value & 0x7F
+        value >>= 7
+        if value:
+            out.append(byte | 0x80)
+        else:
+            out.append(byte)
+            return bytes(out)
+
+
+def batch_trailer(project: str, max_value_length: int) -> bytes:
+    """Protobuf fields the collector appends to a request before it goes to the WAL.
+
+    Appended fields win over any the client may have sent with the same numbers (protobuf's
+    last-one-wins rule for scalars), so a client cannot pick another project this way.
+    """
+    project_bytes = project.encode()
+    return (_varint(MAX_VALUE_LENGTH_FIELD << 3) + _varint(max_value_length)
+            + _varint(PROJECT_FIELD << 3 | 2) + _varint(len(project_bytes)) + project_bytes)
+
+
+def traces_response(inspection: Inspection) -> trace_service_pb2.ExportTraceServiceResponse:
+    response = trace_service_pb2.ExportTraceServiceResponse()
+    if inspection.rejected:
+        response.partial_success.rejected_spans = inspection.rejected
+        response.partial_success.error_message = inspection.error_message
+    return response
+
+
+def response_json(response) -> bytes:
+    return json_format.MessageToJson(response, indent=None).encode()

@@ -1,0 +1,66 @@
+"""Process lifecycle for `tracehouse serve` and `tracehouse collector`.
+
+Open storage (migrate, load prices), start the collector, wait for SIGINT/SIGTERM, then stop
+listening and flush the write-ahead log into storage before exiting.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+
+from .config import Settings
+from .storage.store import StorageError, Store, redact
+
+log = logging.getLogger("tracehouse")
+
+
+class StartupError(RuntimeError):
+    """A problem the user can fix; the message says how."""
+
+
+def open_store(settings: Settings) -> Store:
+    if settings.clickhouse_url is None:
+        (settings.data_dir / "clickhouse").mkdir(parents=True, exist_ok=True)
+    try:
+        store = Store(settings.dsn, cluster=settings.cluster, retention_days=settings.retention_days)
+        applied = store.migrate()
+        prices = store.load_prices(settings.price_file)
+    except StorageError as exc:
+        raise StartupError(_storage_hint(str(exc), settings)) from None
+    except ValueError as exc:  # a bad price file
+        raise StartupError(str(exc)) from None
+    if applied:
+        log.info("schema migrations applied: %s", ", ".join(map(str, applied)))
+    log.info("storage: %s (%d model prices loaded)", redact(settings.dsn), prices)
+    return store
+
+
+def _storage_hint(message: str, settings: Settings) -> str:
+    if "EmbeddedServer" in message or "already" in message.lower() and settings.clickhouse_url is None:
+        return (f"cannot open embedded storage in {settings.data_dir}: another process is using it. "
+                "Stop that process, or give this one its own --data-dir.")
+    return message
+
+
+async def serve(settings: Settings) -> None:
+    from tracehouse.collector.service import Collector
+
+    store = await asyncio.to_thread(open_store, settings)
+    collector = Collector(settings, store)
+    stopping = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stopping.set)
+    try:
+        try:
+            await collector.start()
+        except RuntimeError as exc:  # PortInUse, a locked WAL
+            raise StartupError(str(exc)) from None
+        log.info("tracehouse is running; stop it with Ctrl-C")
+        await stopping.wait()
+        log.info("stopping: flushing the write-ahead log into storage")
+    finally:
+        await collector.stop()
+        store.close()
+        log.info("stopped")

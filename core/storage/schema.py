@@ -1,0 +1,372 @@
+"""Every table tracehouse owns, and the versioned migrations that create them (DESIGN §4).
+
+One set of definitions serves both deployments:
+  * single node (chDB or one ClickHouse server): plain MergeTree-family tables;
+  * cluster (`--cluster NAME`): each data table becomes `<name>_local` with a Replicated*
+    engine, wrapped by a `Distributed` table under the public name, and every statement runs
+    `ON CLUSTER`. Spans are sharded by TraceId, so one trace's spans and its summary row
+    live on one shard.
+
+Ingest path (DESIGN §5): the collector inserts raw OTLP request bytes into a Null-engine
+staging table in ClickHouse's Protobuf format; a materialized view explodes each request into
+span rows of `otel_traces`, whose GenAI columns are DEFAULT expressions (normalize.py); two
+more views on `otel_traces` keep `otel_traces_trace_id_ts` and the per-trace summary table
+`tracehouse_traces` up to date.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from . import normalize, otlp_sql
+
+MIGRATIONS_TABLE = "tracehouse_schema_migrations"
+PRICES_TABLE = "tracehouse_model_prices"
+PRICES_DICTIONARY = "tracehouse_model_prices_dict"
+TRACES_TABLE = "otel_traces"
+TRACE_ID_TS_TABLE = "otel_traces_trace_id_ts"
+TRACE_SUMMARY_TABLE = "tracehouse_traces"
+TRACES_STAGING_TABLE = "tracehouse_ingest_traces"
+
+TRACES_PROTO_FILE = "otlp_traces_ingest.proto"
+TRACES_PROTO_MESSAGE = "TracesBatch"
+
+# Root-span input/output previews kept on the trace summary row.
+PREVIEW_CHARS = 1000
+
+
+@dataclass(frozen=True)
+class SchemaOptions:
+    database: str = "default"
+    cluster: str | None = None
+    retention_days: int | None = None
+    # Block hashes kept per table so that a replayed insert (same token) is dropped.
+    dedup_window: int = 10_000
+
+
+@dataclass(frozen=True)
+class Migration:
+    version: int
+    description: str
+    statements: list[str] = field(default_factory=list)
+
+
+def quote_ident(name: str) -> str:
+    return "`" + name.replace("\\", "\\\\").replace("`", "\\`") + "`"
+
+
+class Schema:
+    def __init__(self, options: SchemaOptions | None = None):
+        self.options = options or SchemaOptions()
+
+    # -- naming -----------------------------------------------------------------------------
+
+    def name(self, table: str) -> str:
+        """Fully qualified public name (the Distributed table in cluster mode)."""
+        return f"{quote_ident(self.options.database)}.{quote_ident(table)}"
+
+    def storage_name(self, table: str) -> str:
+        """Where rows are physically stored: `<table>_local` in cluster mode."""
+        return self.name(f"{table}_local" if self.options.cluster else table)
+
+    @property
+    def on_cluster(self) -> str:
+        return f" ON CLUSTER {quote_ident(self.options.cluster)}" if self.options.cluster else ""
+
+    def _engine(self, engine: str, *params: str) -> str:
+        if self.options.cluster:
+            engine = "Replicated" + engine
+        return f"{engine}({', '.join(params)})"
+
+    def _ttl(self, column_expr: str) -> str:
+        days = self.options.retention_days
+        return f"TTL {column_expr} + toIntervalDay({int(days)})\n" if days else ""
+
+    def _settings(self, dedup: bool = True) -> str:
+        settings = ["index_granularity = 8192", "ttl_only_drop_parts = 1"]
+        if dedup and not self.options.cluster:  # replicated tables deduplicate by default
+            settings.append(f"non_replicated_deduplication_window = {int(self.options.dedup_window)}")
+        return "SETTINGS " + ", ".join(settings)
+
+    def _table(self, table: str, columns: str, engine: str, clauses: str, sharding_key: str = "rand()") -> list[str]:
+        """CREATE statements for one data table (plus its Distributed wrapper on a cluster)."""
+        statements = [
+            f"CREATE TABLE IF NOT EXISTS {self.storage_name(table)}{self.on_cluster}\n(\n{columns}\n)\n"
+            f"ENGINE = {engine}\n{clauses}"
+        ]
+        if self.options.cluster:
+            statements.append(
+                f"CREATE TABLE IF NOT EXISTS {self.name(table)}{self.on_cluster} AS {self.storage_name(table)}\n"
+                f"ENGINE = Distributed({quote_ident(self.options.cluster)}, {quote_ident(self.options.database)}, "
+                f"{quote_ident(table + '_local')}, {sharding_key})"
+            )
+        return statements
+
+    # -- tables -----------------------------------------------------------------------------
+
+    def migrations_table(self) -> list[str]:
+        return self._table(
+            MIGRATIONS_TABLE,
+            "    version UInt32,\n    description String,\n    applied_at DateTime DEFAULT now()",
+            self._engine("ReplacingMergeTree"), "ORDER BY version",
+        )
+
+    def prices(self) -> list[str]:
+        columns = ",\n".join(f"    {c}" for c in (
+            "model String", "provider LowCardinality(String)", "input_per_mtok Float64",
+            "output_per_mtok Float64", "cache_read_per_mtok Float64", "cache_write_per_mtok Float64",
+        ))
+        # Every node keeps its own full copy: the dictionary reads it locally.
+        table = (f"CREATE TABLE IF NOT EXISTS {self.name(PRICES_TABLE)}{self.on_cluster}\n(\n{columns}\n)\n"
+                 f"ENGINE = MergeTree()\nORDER BY model")
+        dictionary = (
+            f"CREATE DICTIONARY IF NOT EXISTS {self.name(PRICES_DICTIONARY)}{self.on_cluster}\n(\n"
+            "    model String,\n    input_per_mtok Float64,\n    output_per_mtok Float64,\n"
+            "    cache_read_per_mtok Float64,\n    cache_write_per_mtok Float64\n)\n"
+            f"PRIMARY KEY model\nSOURCE(CLICKHOUSE(DB '{self.options.database}' TABLE '{PRICES_TABLE}'))\n"
+            "LIFETIME(MIN 60 MAX 300)\nLAYOUT(COMPLEX_KEY_HASHED())"
+        )
+        return [table, dictionary]
+
+    def traces(self) -> list[str]:
+        zstd = "CODEC(ZSTD(1))"
+        attrs = "Map(LowCardinality(String), String)"
+        prices = f"{self.options.database}.{PRICES_DICTIONARY}"
+        columns = [
+            # The OTel Collector clickhouseexporter's columns, names and types unchanged.
+            "Timestamp DateTime64(9) CODEC(Delta(8), ZSTD(1))",
+            f"TraceId String {zstd}",
+            f"SpanId String {zstd}",
+            f"ParentSpanId String {zstd}",
+            f"TraceState String {zstd}",
+            f"SpanName LowCardinality(String) {zstd}",
+            f"SpanKind LowCardinality(String) {zstd}",
+            f"ServiceName LowCardinality(String) {zstd}",
+            f"ResourceAttributes {attrs} {zstd}",
+            f"ScopeName String {zstd}",
+            f"ScopeVersion String {zstd}",
+            f"SpanAttributes {attrs} {zstd}",
+            "Duration UInt64 CODEC(T64, ZSTD(1))",
+            f"StatusCode LowCardinality(String) {zstd}",
+            f"StatusMessage String {zstd}",
+            f"Events Nested(Timestamp DateTime64(9), Name LowCardinality(String), Attributes {attrs}) {zstd}",
+            f"Links Nested(TraceId String, SpanId String, TraceState String, Attributes {attrs}) {zstd}",
+            "ResourceAttributeItems Array(String) ALIAS arrayMap(kv -> concat(kv.1, '=', kv.2), "
+            "CAST(ResourceAttributes, 'Array(Tuple(String, String))'))",
+            "SpanAttributeItems Array(String) ALIAS arrayMap(kv -> concat(kv.1, '=', kv.2), "
+            "CAST(SpanAttributes, 'Array(Tuple(String, String))'))",
+            # Ours: the project and the normalized GenAI fields, computed on insert.
+            f"Project LowCardinality(String) DEFAULT {normalize.project()} {zstd}",
+            f"SpanType LowCardinality(String) DEFAULT {normalize.span_type()} {zstd}",
+            f"Provider LowCardinality(String) DEFAULT {normalize.provider()} {zstd}",
+            f"RequestModel LowCardinality(String) DEFAULT {normalize.request_model()} {zstd}",
+            f"ResponseModel LowCardinality(String) DEFAULT {normalize.response_model()} {zstd}",
+            f"InputTokens UInt64 DEFAULT {normalize.input_tokens()} {zstd}",
+            f"OutputTokens UInt64 DEFAULT {normalize.output_tokens()} {zstd}",
+            f"TotalTokens UInt64 DEFAULT {normalize.total_tokens()} {zstd}",
+            f"CacheReadTokens UInt64 DEFAULT {normalize.cache_read_tokens()} {zstd}",
+            f"CacheWriteTokens UInt64 DEFAULT {normalize.cache_write_tokens()} {zstd}",
+            f"CostUsd Nullable(Float64) DEFAULT {normalize.cost_usd(prices)} {zstd}",
+            f"ToolName LowCardinality(String) DEFAULT {normalize.tool_name()} {zstd}",
+            f"SessionId String DEFAULT {normalize.session_id()} {zstd}",
+            f"UserId String DEFAULT {normalize.user_id()} {zstd}",
+            f"Tags {attrs} DEFAULT {normalize.tags()} {zstd}",
+            f"Metadata {attrs} DEFAULT {normalize.metadata()} {zstd}",
+            f"Inputs String DEFAULT {normalize.inputs()} CODEC(ZSTD(3))",
+            f"Outputs String DEFAULT {normalize.outputs()} CODEC(ZSTD(3))",
+            # The exporter's skip indexes (pre-26.2 forms, which every server version accepts).
+            "INDEX idx_trace_id TraceId TYPE bloom_filter(0.001) GRANULARITY 1",
+            "INDEX idx_res_attr_key mapKeys(ResourceAttributes) TYPE bloom_filter(0.01) GRANULARITY 1",
+            "INDEX idx_res_attr_value mapValues(ResourceAttributes) TYPE bloom_filter(0.01) GRANULARITY 1",
+            "INDEX idx_span_attr_key mapKeys(SpanAttributes) TYPE bloom_filter(0.01) GRANULARITY 1",
+            "INDEX idx_span_attr_value mapValues(SpanAttributes) TYPE bloom_filter(0.01) GRANULARITY 1",
+            "INDEX idx_duration Duration TYPE minmax GRANULARITY 1",
+            "INDEX idx_lower_span_name lower(SpanName) TYPE tokenbf_v1(32768, 3, 0) GRANULARITY 8",
+            "INDEX idx_session SessionId TYPE bloom_filter(0.01) GRANULARITY 1",
+        ]
+        clauses = (
+            "PARTITION BY toDate(Timestamp)\n"
+            "PRIMARY KEY (ServiceName, SpanName, toDateTime(Timestamp))\n"
+            "ORDER BY (ServiceName, SpanName, toDateTime(Timestamp), Timestamp)\n"
+            + self._ttl("toDateTime(Timestamp)") + self._settings()
+        )
+        return self._table(TRACES_TABLE, ",\n".join(f"    {c}" for c in columns),
+                           self._engine("MergeTree"), clauses, sharding_key="cityHash64(TraceId)")
+
+    def trace_id_ts(self) -> list[str]:
+        columns = ("    TraceId String CODEC(ZSTD(1)),\n"
+                   "    Start SimpleAggregateFunction(min, DateTime) CODEC(ZSTD(1)),\n"
+                   "    End SimpleAggregateFunction(max, DateTime) CODEC(ZSTD(1))")
+        clauses = ("PARTITION BY toStartOfWeek(Start)\nORDER BY (TraceId)\n"
+                   + self._ttl("toDateTime(Start)") + self._settings())
+        view = (
+            f"CREATE MATERIALIZED VIEW IF NOT EXISTS {self.name(TRACE_ID_TS_TABLE + '_mv')}{self.on_cluster}\n"
+            f"TO {self.storage_name(TRACE_ID_TS_TABLE)}\n"
+            f"AS SELECT TraceId, min(Timestamp) AS Start, max(Timestamp) AS End\n"
+            f"FROM {self.storage_name(TRACES_TABLE)}\nWHERE TraceId != ''\nGROUP BY TraceId"
+        )
+        return self._table(TRACE_ID_TS_TABLE, columns, self._engine("AggregatingMergeTree"), clauses,
+                           sharding_key="cityHash64(TraceId)") + [view]
+
+    def trace_summaries(self) -> list[str]:
+        """One row per trace (after merging), so search never groups spans at query time.
+
+        Spans of a trace may arrive in several inserts; each adds a partial row that
+        AggregatingMergeTree merges (readers use FINAL until it has). Root-span fields use
+        max over '' from the other spans, so they fill in whenever the root arrives.
+        """
+        def agg(fn: str, name: str, type_: str) -> str:
+            return f"    {name} SimpleAggregateFunction({fn}, {type_})"
+
+        columns = ",\n".join([
+            "    Project LowCardinality(String)",
+            "    TraceId String",
+            agg("min", "Start", "DateTime64(9)"),
+            agg("max", "End", "DateTime64(9)"),
+            agg("sum", "SpanCount", "UInt64"),
+            agg("sum", "ErrorCount", "UInt64"),
+            agg("sum", "InputTokens", "UInt64"),
+            agg("sum", "OutputTokens", "UInt64"),
+            agg("sum", "TotalTokens", "UInt64"),
+            agg("sum", "CostUsd", "Float64"),
+            agg("max", "RootSpanId", "String"),
+            agg("max", "Name", "String"),
+            agg("max", "ServiceName", "String"),
+            agg("max", "StatusCode", "String"),
+            agg("max", "StatusMessage", "String"),
+            agg("max", "SessionId", "String"),
+            agg("max", "UserId", "String"),
+            agg("max", "InputPreview", "String"),
+            agg("max", "OutputPreview", "String"),
+            agg("maxMap", "Tags", "Map(String, String)"),
+            agg("maxMap", "Metadata", "Map(String, String)"),
+            agg("groupUniqArrayArray", "Models", "Array(String)"),
+            "    INDEX idx_start Start TYPE minmax GRANULARITY 1",
+            "    INDEX idx_session SessionId TYPE bloom_filter(0.01) GRANULARITY 1",
+        ])
+        clauses = ("PARTITION BY toDate(Start)\nORDER BY (Project, TraceId)\n"
+                   + self._ttl("toDateTime(Start)") + self._settings())
+        root = "ParentSpanId = ''"
+        view = (
+            f"CREATE MATERIALIZED VIEW IF NOT EXISTS {self.name(TRACE_SUMMARY_TABLE + '_mv')}{self.on_cluster}\n"
+            f"TO {self.storage_name(TRACE_SUMMARY_TABLE)}\nAS SELECT\n"
+            "    Project, TraceId,\n"
+            "    min(Timestamp) AS Start,\n"
+            "    max(addNanoseconds(Timestamp, Duration)) AS End,\n"
+            "    count() AS SpanCount,\n"
+            "    countIf(span.StatusCode = 'Error') AS ErrorCount,\n"
+            "    sum(InputTokens) AS InputTokens, sum(OutputTokens) AS OutputTokens, sum(TotalTokens) AS TotalTokens,\n"
+            "    sum(ifNull(CostUsd, 0)) AS CostUsd,\n"
+            f"    maxIf(SpanId, {root}) AS RootSpanId,\n"
+            f"    maxIf(SpanName, {root}) AS Name,\n"
+            f"    maxIf(ServiceName, {root}) AS ServiceName,\n"
+            f"    maxIf(StatusCode, {root}) AS StatusCode,\n"
+            f"    maxIf(StatusMessage, {root}) AS StatusMessage,\n"
+            "    max(SessionId) AS SessionId,\n"
+            "    max(UserId) AS UserId,\n"
+            f"    maxIf(substringUTF8(Inputs, 1, {PREVIEW_CHARS}), {root}) AS InputPreview,\n"
+            f"    maxIf(substringUTF8(Outputs, 1, {PREVIEW_CHARS}), {root}) AS OutputPreview,\n"
+            "    maxMap(CAST(Tags, 'Map(String, String)')) AS Tags,\n"
+            "    maxMap(CAST(Metadata, 'Map(String, String)')) AS Metadata,\n"
+            "    groupUniqArrayIf(toString(if(ResponseModel != '', ResponseModel, RequestModel)), "
+            "RequestModel != '' OR ResponseModel != '') AS Models\n"
+            # `span.` reads the span's own column where an alias of the same name exists.
+            f"FROM {self.storage_name(TRACES_TABLE)} AS span\nWHERE TraceId != ''\nGROUP BY Project, TraceId"
+        )
+        return self._table(TRACE_SUMMARY_TABLE, columns, self._engine("AggregatingMergeTree"), clauses,
+                           sharding_key="cityHash64(TraceId)") + [view]
+
+    def traces_staging(self) -> list[str]:
+        kvs = otlp_sql.key_values_type()
+        span = (
+            "Tuple(trace_id String, span_id String, trace_state String, parent_span_id String, name String, "
+            "kind Int32, start_time_unix_nano UInt64, end_time_unix_nano UInt64, "
+            f"attributes {kvs}, "
+            f"events Array(Tuple(time_unix_nano UInt64, name String, attributes {kvs})), "
+            f"links Array(Tuple(trace_id String, span_id String, trace_state String, attributes {kvs})), "
+            "status Tuple(message String, code Int32))"
+        )
+        resource_spans = (f"Array(Tuple(resource Tuple(attributes {kvs}), "
+                          f"scope_spans Array(Tuple(scope Tuple(name String, version String), spans Array({span})))))")
+        table = (f"CREATE TABLE IF NOT EXISTS {self.name(TRACES_STAGING_TABLE)}{self.on_cluster}\n(\n"
+                 f"    resource_spans {resource_spans},\n    max_value_length UInt32,\n    project String\n)\n"
+                 "ENGINE = Null")
+        return [table, self._staging_view()]
+
+    def _staging_view(self) -> str:
+        max_len = "max_value_length"
+        res_keys, res_values = otlp_sql.attribute_keys("rs.resource.attributes"), otlp_sql.attribute_values("rs.resource.attributes")
+        resource = otlp_sql.attributes_map("_res_keys", "_res_values", max_len)
+        span_attrs = otlp_sql.attributes_map("_span_keys", "_span_values", max_len, mark_truncated=True)
+        event_attrs = otlp_sql.attributes_map(otlp_sql.attribute_keys("e.attributes"),
+                                              otlp_sql.attribute_values("e.attributes"), max_len)
+        link_attrs = otlp_sql.attributes_map(otlp_sql.attribute_keys("l.attributes"),
+                                             otlp_sql.attribute_values("l.attributes"), max_len)
+        kinds = "['Unspecified', 'Internal', 'Server', 'Client', 'Producer', 'Consumer']"
+        valid = ("length(s.trace_id) = 16 AND s.trace_id != repeat('\\0', 16) "
+                 "AND length(s.span_id) = 8 AND s.span_id != repeat('\\0', 8) "
+                 "AND length(s.parent_span_id) IN (0, 8)")
+        # The inner query renders attribute values once; the outer one builds the columns.
+        return (
+            f"CREATE MATERIALIZED VIEW IF NOT EXISTS {self.name(TRACES_STAGING_TABLE + '_mv')}{self.on_cluster}\n"
+            f"TO {self.name(TRACES_TABLE)}\nAS SELECT\n"
+            f"    {otlp_sql.nanos_to_datetime('s.start_time_unix_nano')} AS Timestamp,\n"
+            f"    {otlp_sql.hex_id('s.trace_id')} AS TraceId,\n"
+            f"    {otlp_sql.hex_id('s.span_id')} AS SpanId,\n"
+            f"    {otlp_sql.hex_id('s.parent_span_id')} AS ParentSpanId,\n"
+            "    toValidUTF8(s.trace_state) AS TraceState,\n"
+            "    toValidUTF8(s.name) AS SpanName,\n"
+            f"    arrayElement({kinds}, toUInt8(least(greatest(s.kind, 0), 5)) + 1) AS SpanKind,\n"
+            "    ResourceAttributes['service.name'] AS ServiceName,\n"
+            f"    {resource} AS ResourceAttributes,\n"
+            "    toValidUTF8(ss.scope.name) AS ScopeName,\n"
+            "    toValidUTF8(ss.scope.version) AS ScopeVersion,\n"
+            f"    {span_attrs} AS SpanAttributes,\n"
+            "    if(s.end_time_unix_nano > s.start_time_unix_nano, s.end_time_unix_nano - s.start_time_unix_nano, 0) AS Duration,\n"
+            "    multiIf(s.status.code = 1, 'Ok', s.status.code = 2, 'Error', 'Unset') AS StatusCode,\n"
+            "    toValidUTF8(s.status.message) AS StatusMessage,\n"
+            f"    arrayMap(e -> {otlp_sql.nanos_to_datetime('e.time_unix_nano')}, s.events) AS `Events.Timestamp`,\n"
+            "    arrayMap(e -> toValidUTF8(e.name), s.events) AS `Events.Name`,\n"
+            f"    arrayMap(e -> {event_attrs}, s.events) AS `Events.Attributes`,\n"
+            f"    arrayMap(l -> {otlp_sql.hex_id('l.trace_id')}, s.links) AS `Links.TraceId`,\n"
+            f"    arrayMap(l -> {otlp_sql.hex_id('l.span_id')}, s.links) AS `Links.SpanId`,\n"
+            "    arrayMap(l -> toValidUTF8(l.trace_state), s.links) AS `Links.TraceState`,\n"
+            f"    arrayMap(l -> {link_attrs}, s.links) AS `Links.Attributes`,\n"
+            f"    if(project != '', project, {normalize.project('ResourceAttributes')}) AS Project\n"
+            "FROM (\n"
+            "    SELECT rs, ss, s, max_value_length, project,\n"
+            f"        {res_keys} AS _res_keys, {res_values} AS _res_values,\n"
+            f"        {otlp_sql.attribute_keys('s.attributes')} AS _span_keys,\n"
+            f"        {otlp_sql.attribute_values('s.attributes')} AS _span_values\n"
+            f"    FROM {self.name(TRACES_STAGING_TABLE)}\n"
+            "    ARRAY JOIN resource_spans AS rs\n"
+            "    ARRAY JOIN rs.scope_spans AS ss\n"
+            "    ARRAY JOIN ss.spans AS s\n"
+            f"    WHERE {valid}\n"
+            ")"
+        )
+
+    # -- migrations -------------------------------------------------------------------------
+
+    def migrations(self) -> list[Migration]:
+        """Applied in order, each once. Never edit a released migration: add a new one."""
+        return [
+            Migration(1, "traces: otel_traces, trace id lookup, trace summaries, prices, OTLP staging",
+                      self.prices() + self.traces() + self.trace_id_ts() + self.trace_summaries()
+                      + self.traces_staging()),
+        ]
+
+    def retention_statements(self) -> list[str]:
+        """Bring the TTL of existing tables in line with the current retention setting."""
+        ttl_columns = {TRACES_TABLE: "toDateTime(Timestamp)", TRACE_ID_TS_TABLE: "toDateTime(Start)",
+                       TRACE_SUMMARY_TABLE: "toDateTime(Start)"}
+        statements = []
+        for table, column in ttl_columns.items():
+            target = f"ALTER TABLE {self.storage_name(table)}{self.on_cluster}"
+            if self.options.retention_days:
+                statements.append(f"{target} MODIFY TTL {column} + toIntervalDay({int(self.options.retention_days)})")
+            else:
+                statements.append(f"{target} REMOVE TTL")
+        return statements
+
+    def all_statements(self) -> list[str]:
+        return self.migrations_table() + [s for m in self.migrations() for s in m.statements] + self.retention_statements()

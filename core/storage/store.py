@@ -1,0 +1,157 @@
+"""The one ClickHouse access layer, for embedded chDB and for servers alike (DESIGN §2).
+
+clickhouse-connect accepts `chdb:///path` and `http(s)://…` DSNs behind one `Client`, so the
+collector and the query service are written once against `Store`.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from importlib import resources
+from urllib.parse import urlsplit
+
+import clickhouse_connect
+from clickhouse_connect.driver.exceptions import ClickHouseError
+
+from . import prices as price_source
+from .schema import (MIGRATIONS_TABLE, PRICES_DICTIONARY, PRICES_TABLE, Schema, SchemaOptions,
+                     TRACES_PROTO_FILE, TRACES_PROTO_MESSAGE, TRACES_STAGING_TABLE)
+
+log = logging.getLogger(__name__)
+
+
+class StorageError(RuntimeError):
+    """ClickHouse refused or could not be reached; the message says which and why."""
+
+
+@dataclass(frozen=True)
+class ProtobufTarget:
+    table: str
+    proto_file: str
+    message: str
+
+
+TRACES = ProtobufTarget(TRACES_STAGING_TABLE, TRACES_PROTO_FILE, TRACES_PROTO_MESSAGE)
+
+
+def database_of(dsn: str) -> str:
+    """The database a DSN names (`http://host:8123/db`); chDB and bare URLs use `default`."""
+    parts = urlsplit(dsn)
+    if parts.scheme == "chdb":
+        return "default"
+    name = parts.path.strip("/")
+    return name or "default"
+
+
+def redact(dsn: str) -> str:
+    """The DSN without its password, for logs and error messages."""
+    parts = urlsplit(dsn)
+    if parts.password is None:
+        return dsn
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
+    return parts._replace(netloc=netloc).geturl()
+
+
+class Store:
+    def __init__(self, dsn: str, *, cluster: str | None = None, retention_days: int | None = None):
+        self.dsn = dsn
+        self.embedded = dsn.startswith("chdb:")
+        self.schema = Schema(SchemaOptions(database=database_of(dsn), cluster=cluster,
+                                           retention_days=retention_days))
+        try:
+            # No HTTP session: sessions serialize a client's queries on the server.
+            extra = {} if self.embedded else {"autogenerate_session_id": False}
+            self.client = clickhouse_connect.get_client(dsn=dsn, **extra)
+        except Exception as exc:  # connection errors come in many types; all mean the same here
+            raise StorageError(f"cannot connect to ClickHouse at {redact(dsn)}: {exc}") from exc
+        self._proto_text: dict[str, str] = {}
+
+    # -- basic calls ------------------------------------------------------------------------
+
+    def command(self, sql: str, parameters: dict | None = None, settings: dict | None = None):
+        return self.client.command(sql, parameters=parameters, settings=settings)
+
+    def query(self, sql: str, parameters: dict | None = None, settings: dict | None = None):
+        return self.client.query(sql, parameters=parameters, settings=settings)
+
+    def query_arrow(self, sql: str, parameters: dict | None = None, settings: dict | None = None):
+        return self.client.query_arrow(sql, parameters=parameters, settings=settings)
+
+    def ping(self) -> bool:
+        try:
+            return self.command("SELECT 1") == 1
+        except Exception:  # any failure means "not ready"
+            return False
+
+    def close(self) -> None:
+        self.client.close()
+
+    # -- ingest -----------------------------------------------------------------------------
+
+    def proto_text(self, target: ProtobufTarget) -> str:
+        if target.proto_file not in self._proto_text:
+            self._proto_text[target.proto_file] = (
+                resources.files("tracehouse.proto").joinpath(target.proto_file).read_text())
+        return self._proto_text[target.proto_file]
+
+    def insert_protobuf(self, target: ProtobufTarget, data: bytes, dedup_token: str) -> None:
+        """Insert length-delimited protobuf messages (a WAL segment) in one idempotent insert."""
+        settings = {
+            "format_schema_source": "string",
+            "format_schema": self.proto_text(target),
+            "format_schema_message_name": target.message,
+            "input_format_protobuf_oneof_presence": 1,
+            "insert_deduplicate": 1,
+            "deduplicate_blocks_in_dependent_materialized_views": 1,
+            "insert_deduplication_token": dedup_token,
+        }
+        self.client.raw_insert(self.schema.name(target.table), insert_block=data, fmt="Protobuf", settings=settings)
+
+    # -- schema -----------------------------------------------------------------------------
+
+    def applied_versions(self) -> set[int]:
+        rows = self.query(f"SELECT version FROM {self.schema.name(MIGRATIONS_TABLE)} FINAL").result_rows
+        return {r[0] for r in rows}
+
+    def migrate(self) -> list[int]:
+        """Apply pending migrations and the retention setting; returns the versions applied."""
+        for statement in self.schema.migrations_table():
+            self.command(statement)
+        done = self.applied_versions()
+        applied = []
+        for migration in self.schema.migrations():
+            if migration.version in done:
+                continue
+            log.info("applying schema migration %d: %s", migration.version, migration.description)
+            for statement in migration.statements:
+                try:
+                    self.command(statement)
+                except ClickHouseError as exc:
+                    raise StorageError(f"schema migration {migration.version} failed: {exc}") from exc
+            self.command(f"INSERT INTO {self.schema.name(MIGRATIONS_TABLE)} (version, description) "
+                         "VALUES ({v:UInt32}, {d:String})",
+                         parameters={"v": migration.version, "d": migration.description})
+            applied.append(migration.version)
+        self._apply_retention()
+        return applied
+
+    def _apply_retention(self) -> None:
+        for statement in self.schema.retention_statements():
+            try:
+                self.command(statement)
+            except ClickHouseError as exc:
+                # REMOVE TTL on a table that has none is the only expected failure.
+                if "REMOVE TTL" not in statement:
+                    raise StorageError(f"cannot set retention: {exc}") from exc
+
+    def load_prices(self, price_file=None) -> int:
+        """Replace the model price table and reload the dictionary the cost column reads."""
+        rows = [(p.model, p.provider, p.input_per_mtok, p.output_per_mtok, p.cache_read_per_mtok,
+                 p.cache_write_per_mtok) for p in price_source.price_table(price_file)]
+        table = self.schema.name(PRICES_TABLE)
+        self.command(f"TRUNCATE TABLE {table}{self.schema.on_cluster}")
+        self.client.insert(table, rows, column_names=[
+            "model", "provider", "input_per_mtok", "output_per_mtok", "cache_read_per_mtok", "cache_write_per_mtok"])
+        self.command(f"SYSTEM RELOAD DICTIONARY {self.schema.name(PRICES_DICTIONARY)}")
+        return len(rows)
+
