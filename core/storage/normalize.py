@@ -80,10 +80,16 @@ def _map_values(expr: str, mapping: dict[str, str], default: str) -> str:
     return f"transform({expr}, {_array(mapping)}, {_array(mapping.values())}, {default})"
 
 
+# OTel GenAI operation names, which also open the span name (`chat gpt-4o`).
+_OTEL_OPERATIONS = ("chat", "text_completion", "generate_content", "embeddings", "retrieval", "execute_tool",
+                    "create_agent", "invoke_agent", "invoke_workflow")
+
+
 def span_type() -> str:
+    name_prefix = f"if(has({_array(_OTEL_OPERATIONS)}, splitByChar(' ', SpanName)[1]), splitByChar(' ', SpanName)[1], '')"
     raw = first(
         attr(SPAN_TYPE_ATTRIBUTE), attr("gen_ai.operation.name"), attr("openinference.span.kind"),
-        attr("llm.request.type"), attr("traceloop.span.kind"), unjson(attr("mlflow.spanType")),
+        attr("llm.request.type"), attr("traceloop.span.kind"), unjson(attr("mlflow.spanType")), name_prefix,
     )
     return f"if({raw} = '', 'UNKNOWN', {_map_values(f'lower({raw})', _SPAN_TYPE_MAP, f'upper({raw})')})"
 

@@ -1,0 +1,104 @@
+"""Schema module: valid SQL in both modes, the exporter's storage contract, migrations, retention."""
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from tracehouse.storage.schema import Schema, SchemaOptions
+
+# The OTel Collector clickhouseexporter's otel_traces columns (COMPAT_REFERENCE.md §1a).
+EXPORTER_COLUMNS = [
+    ("Timestamp", "DateTime64(9)"), ("TraceId", "String"), ("SpanId", "String"), ("ParentSpanId", "String"),
+    ("TraceState", "String"), ("SpanName", "LowCardinality(String)"), ("SpanKind", "LowCardinality(String)"),
+    ("ServiceName", "LowCardinality(String)"), ("ResourceAttributes", "Map(LowCardinality(String), String)"),
+    ("ScopeName", "String"), ("ScopeVersion", "String"), ("SpanAttributes", "Map(LowCardinality(String), String)"),
+    ("Duration", "UInt64"), ("StatusCode", "LowCardinality(String)"), ("StatusMessage", "String"),
+    ("Events.Timestamp", "Array(DateTime64(9))"), ("Events.Name", "Array(LowCardinality(String))"),
+    ("Events.Attributes", "Array(Map(LowCardinality(String), String))"),
+    ("Links.TraceId", "Array(String)"), ("Links.SpanId", "Array(String)"), ("Links.TraceState", "Array(String)"),
+    ("Links.Attributes", "Array(Map(LowCardinality(String), String))"),
+]
+
+
+@pytest.mark.parametrize("options", [
+    SchemaOptions(),
+    SchemaOptions(retention_days=30),
+    SchemaOptions(database="observability", cluster="prod_cluster", retention_days=7),
+], ids=["single", "single-ttl", "cluster"])
+def test_every_statement_is_valid_clickhouse_sql(store, options):
+    schema = Schema(options)
+    statements = schema.all_statements()
+    assert len(statements) >= 12
+    for statement in statements:
+        formatted = store.command("SELECT formatQuery({sql:String})", parameters={"sql": statement})
+        assert formatted.split()[0] in ("CREATE", "ALTER")
+        if options.cluster:
+            assert "ON CLUSTER prod_cluster" in formatted
+    if options.cluster:
+        text = "\n".join(statements)
+        assert "ReplicatedMergeTree" in text and "ReplicatedAggregatingMergeTree" in text
+        assert "Distributed(`prod_cluster`, `observability`, `otel_traces_local`, cityHash64(TraceId))" in text
+        assert "`observability`.`otel_traces_local`" in text
+
+
+def test_otel_traces_keeps_the_exporter_columns(store):
+    rows = store.query("SELECT name, type FROM system.columns WHERE database = currentDatabase() "
+                       "AND table = 'otel_traces' ORDER BY position").result_rows
+    assert rows[:len(EXPORTER_COLUMNS)] == EXPORTER_COLUMNS
+    ours = {name for name, _ in rows[len(EXPORTER_COLUMNS):]}
+    assert {"Project", "SpanType", "Provider", "RequestModel", "InputTokens", "CostUsd", "Inputs", "Outputs",
+            "Tags", "SessionId"} <= ours
+    assert store.query("SELECT name FROM system.tables WHERE database = currentDatabase() AND name LIKE 'otel_traces%' "
+                       "ORDER BY name").result_rows == [("otel_traces",), ("otel_traces_trace_id_ts",),
+                                                       ("otel_traces_trace_id_ts_mv",)]
+
+
+def test_the_exporters_own_insert_gets_normalized_columns(store):
+    """An OTel Collector clickhouseexporter writes only its columns; ours fill themselves in."""
+    store.command(
+        "INSERT INTO otel_traces (Timestamp, TraceId, SpanId, ParentSpanId, TraceState, SpanName, SpanKind, ServiceName, "
+        "ResourceAttributes, ScopeName, ScopeVersion, SpanAttributes, Duration, StatusCode, StatusMessage, "
+        "`Events.Timestamp`, `Events.Name`, `Events.Attributes`, `Links.TraceId`, `Links.SpanId`, `Links.TraceState`, "
+        "`Links.Attributes`) VALUES (now64(9), 'e0e0e0e0e0e0e0e0e0e0e0e0e0e0e0e0', 'e1e1e1e1e1e1e1e1', '', '', "
+        "'chat gpt-4o', 'Client', 'exporter-svc', {'service.name': 'exporter-svc', 'tracehouse.project': 'via_exporter'}, "
+        "'s', '1', {'gen_ai.operation.name': 'chat', 'gen_ai.request.model': 'gpt-4o', "
+        "'gen_ai.usage.input_tokens': '100', 'gen_ai.usage.output_tokens': '10'}, 5000, 'Ok', '', [], [], [], [], [], [], [])")
+    row = store.query("SELECT Project, SpanType, RequestModel, TotalTokens, round(CostUsd, 8) FROM otel_traces "
+                      "WHERE TraceId = 'e0e0e0e0e0e0e0e0e0e0e0e0e0e0e0e0'").result_rows
+    assert row == [("via_exporter", "LLM", "gpt-4o", 110, round((100 * 2.5 + 10 * 10) / 1e6, 8))]
+    summary = store.query("SELECT SpanCount, Name, Project FROM tracehouse_traces FINAL "
+                          "WHERE TraceId = 'e0e0e0e0e0e0e0e0e0e0e0e0e0e0e0e0'").result_rows
+    assert summary == [(1, "chat gpt-4o", "via_exporter")]
+    assert store.command("SELECT count() FROM otel_traces_trace_id_ts WHERE TraceId = 'e0e0e0e0e0e0e0e0e0e0e0e0e0e0e0e0'") == 1
+
+
+def test_migrations_are_applied_once(store):
+    versions = store.applied_versions()
+    assert versions == {m.version for m in store.schema.migrations()}
+    assert store.migrate() == []
+    assert store.applied_versions() == versions
+
+
+def test_retention_setting_is_applied_and_removed(store):
+    from tracehouse.storage.store import Store
+
+    def ttl():
+        return store.command("SELECT engine_full FROM system.tables WHERE database = currentDatabase() "
+                             "AND name = 'otel_traces'")
+
+    retained = Store(store.dsn, retention_days=3650)
+    retained.migrate()
+    assert "TTL toDateTime(Timestamp) + toIntervalDay(3650)" in ttl()
+    Store(store.dsn).migrate()
+    assert "TTL" not in ttl()
+
+
+def test_migrate_dry_run_prints_cluster_sql():
+    out = subprocess.run([sys.executable, "-m", "tracehouse", "migrate", "--dry-run", "--cluster", "c1",
+                          "--retention-days", "14"], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.count("ON CLUSTER `c1`") >= 12
+    assert "toIntervalDay(14)" in out.stdout
+    assert "CREATE TABLE IF NOT EXISTS `default`.`otel_traces_local` ON CLUSTER `c1`" in out.stdout
