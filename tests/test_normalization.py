@@ -164,3 +164,17 @@ def test_tool_name_and_placeholders_and_unknown_models(server, store):
     assert redacted["CostUsd"] is None  # unknown model: no cost, not a guess
     plain = _store_span(server, store, "GET /health", {"http.method": "GET"})
     assert (plain["SpanType"], plain["Provider"], plain["InputTokens"], plain["CostUsd"]) == ("UNKNOWN", "", 0, None)
+
+
+def test_a_price_file_prices_models_the_bundled_data_does_not_know(server, store, tmp_path):
+    prices = tmp_path / "prices.json"
+    prices.write_text('[{"model": "Acme-Large", "input_per_mtok": 4, "output_per_mtok": 16}]')
+    store.load_prices(prices)
+    try:
+        row = _store_span(server, store, "chat acme-large", {
+            "gen_ai.operation.name": "chat", "gen_ai.request.model": "acme-large-2025-01-31",
+            "gen_ai.usage.input_tokens": 1000, "gen_ai.usage.output_tokens": 100})
+    finally:
+        store.load_prices()
+    # the date suffix is cut before the lookup, and names compare case-insensitively
+    assert row["CostUsd"] == pytest.approx((1000 * 4 + 100 * 16) / 1e6)
