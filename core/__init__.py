@@ -16,9 +16,16 @@ _INSTRUMENTATION_NAMES = {
 }
 
 
+_CLIENT_NAMES = {"Client", "search_traces", "TracehouseError"}
+
+
 def __getattr__(name):
     if name in _INSTRUMENTATION_NAMES:
         from tracehouse import instrumentation
 
         return getattr(instrumentation, name)
+    if name in _CLIENT_NAMES:
+        from tracehouse import client
+
+        return getattr(client, name)
     raise AttributeError(f"module 'tracehouse' has no attribute {name!r}")

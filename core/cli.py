@@ -12,8 +12,9 @@ from .config import ConfigError, resolve, setting_fields, env_name
 DESCRIPTION = "tracehouse: OpenTelemetry-native trace collector and backend for GenAI applications."
 
 COMMANDS = {
-    "serve": "run the collector (OTLP gRPC :4317, HTTP :4318) on embedded or server storage",
+    "serve": "run the collector (OTLP gRPC :4317, HTTP :4318) and the query API (:8080) in one process",
     "collector": "run only the collector, for scale-out next to a ClickHouse server",
+    "query": "run only the query API, for scale-out next to a ClickHouse server",
     "migrate": "create or upgrade the ClickHouse tables, then exit",
     "version": "print the version",
 }
@@ -52,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "version":
         print(f"tracehouse {__version__}")
         return 0
-    from .server import StartupError, serve
+    from .server import StartupError, run
 
     try:
         settings = resolve(vars(args))
@@ -62,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "migrate":
             return _migrate(settings, args.dry_run)
-        asyncio.run(serve(settings))
+        asyncio.run(run(settings, collector=args.command != "query", query=args.command != "collector"))
     except StartupError as exc:
         parser.exit(2, f"tracehouse: error: {exc}\n")
     return 0

@@ -1,4 +1,4 @@
-"""Process lifecycle for `tracehouse serve` and `tracehouse collector`.
+"""Process lifecycle for `tracehouse serve`, `tracehouse collector` and `tracehouse query`.
 
 Open storage (migrate, load prices), start the collector, wait for SIGINT/SIGTERM, then stop
 listening and flush the write-ahead log into storage before exiting.
@@ -10,6 +10,7 @@ import logging
 import signal
 
 from .config import Settings
+from .listen import HttpServer, bind_socket
 from .storage.store import StorageError, Store, redact
 
 log = logging.getLogger("tracehouse")
@@ -43,24 +44,55 @@ def _storage_hint(message: str, settings: Settings) -> str:
     return message
 
 
-async def serve(settings: Settings) -> None:
+async def run(settings: Settings, *, collector: bool = True, query: bool = True) -> None:
+    """`serve` runs both parts; `collector` and `query` run one each, for scale-out."""
     from tracehouse.collector.service import Collector
 
     store = await asyncio.to_thread(open_store, settings)
-    collector = Collector(settings, store)
+    parts = []
+    if collector:
+        parts.append(Collector(settings, store))
+    if query:
+        parts.append(QueryService(settings, store))
     stopping = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stopping.set)
+    started = []
     try:
-        try:
-            await collector.start()
-        except RuntimeError as exc:  # PortInUse, a locked WAL
-            raise StartupError(str(exc)) from None
+        for part in parts:
+            try:
+                await part.start()
+            except RuntimeError as exc:  # PortInUse, a locked WAL
+                raise StartupError(str(exc)) from None
+            finally:
+                started.append(part)
         log.info("tracehouse is running; stop it with Ctrl-C")
         await stopping.wait()
-        log.info("stopping: flushing the write-ahead log into storage")
+        log.info("stopping%s", ": flushing the write-ahead log into storage" if collector else "")
     finally:
-        await collector.stop()
+        for part in reversed(started):
+            await part.stop()
         store.close()
         log.info("stopped")
+
+
+class QueryService:
+    def __init__(self, settings: Settings, store: Store):
+        self.settings = settings
+        self.store = store
+        self.port = 0
+        self._http: HttpServer | None = None
+
+    async def start(self) -> None:
+        from tracehouse.query.app import create_app
+
+        s = self.settings
+        sock = bind_socket(s.host, s.query_port, "--query-port")
+        self._http = HttpServer(create_app(self.store, s.load_api_keys()), sock)
+        self.port = self._http.port
+        log.info("query API listening on http://%s:%d (docs at /docs)", s.host, self.port)
+
+    async def stop(self) -> None:
+        if self._http is not None:
+            await self._http.stop()

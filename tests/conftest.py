@@ -174,3 +174,29 @@ def query_data_dir(data_dir: Path, sql: str) -> list:
         raise AssertionError(out.stderr[-3000:])
     import json
     return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+class RunningQueryService:
+    """The query API on a real socket, on its own event loop thread."""
+
+    def __init__(self, settings, store):
+        from tracehouse.server import QueryService
+
+        self.service = QueryService(settings, store)
+        self.loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self._thread.start()
+        asyncio.run_coroutine_threadsafe(self.service.start(), self.loop).result(30)
+        self.url = f"http://127.0.0.1:{self.service.port}"
+
+    def stop(self) -> None:
+        asyncio.run_coroutine_threadsafe(self.service.stop(), self.loop).result(30)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self._thread.join(10)
+
+
+@pytest.fixture(scope="session")
+def query_api(store, tmp_path_factory) -> RunningQueryService:
+    running = RunningQueryService(collector_settings(tmp_path_factory.mktemp("query"), store.dsn), store)
+    yield running
+    running.stop()

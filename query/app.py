@@ -1,0 +1,119 @@
+"""The query service: a FastAPI app of thin routes over the functions in traces.py and sql.py.
+
+Responses are JSON, or an Arrow IPC stream when the client sends
+`Accept: application/vnd.apache.arrow.stream` (the Python client always does).
+"""
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import math
+from collections.abc import Awaitable, Callable
+
+import pyarrow as pa
+from fastapi import Depends, FastAPI, HTTPException, Request
+from fastapi.responses import JSONResponse, Response
+from pydantic import BaseModel, Field
+
+from tracehouse import __version__
+from tracehouse.auth import ALL_PROJECTS, ApiKeys, key_from_headers
+from tracehouse.storage.store import Store
+
+from . import filters, sql, traces
+
+ARROW_STREAM = "application/vnd.apache.arrow.stream"
+
+
+class TraceSearch(BaseModel):
+    projects: list[str] | None = Field(None, description="projects to search (default: all the caller may read)")
+    experiment_ids: list[str] | None = Field(None, description="MLflow's name for projects")
+    filter_string: str | None = Field(None, description="filter language, e.g. tags.tier = 'premium' AND trace.execution_time_ms > 1000")
+    start_ms: int | None = Field(None, description="only traces starting at or after this time (ms since epoch)")
+    end_ms: int | None = Field(None, description="only traces starting before this time (ms since epoch)")
+    order_by: list[str] | None = Field(None, description="e.g. ['timestamp_ms DESC']")
+    max_results: int = Field(100, ge=1, le=traces.MAX_RESULTS_LIMIT)
+    page_token: str | None = None
+
+
+class SqlRequest(BaseModel):
+    query: str = Field(..., description="one read-only SELECT statement")
+    max_rows: int = Field(sql.DEFAULT_MAX_ROWS, ge=1, le=sql.MAX_ROWS_LIMIT)
+    timeout_seconds: float = Field(sql.DEFAULT_TIMEOUT_S, gt=0, le=sql.MAX_TIMEOUT_S)
+
+
+def _jsonable(value):
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dt.datetime):
+        return value.isoformat()
+    if isinstance(value, dict):
+        return {k: _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_jsonable(v) for v in value]
+    return value
+
+
+def table_response(request: Request, table: pa.Table, key: str, extra: dict | None = None) -> Response:
+    """JSON `{key: [rows…], **extra}` or an Arrow stream (extra fields go in x-tracehouse-* headers)."""
+    if ARROW_STREAM in request.headers.get("accept", ""):
+        sink = pa.BufferOutputStream()
+        with pa.ipc.new_stream(sink, table.schema) as writer:
+            writer.write_table(table)
+        headers = {f"x-tracehouse-{k.replace('_', '-')}": str(v) for k, v in (extra or {}).items() if v is not None}
+        return Response(sink.getvalue().to_pybytes(), media_type=ARROW_STREAM, headers=headers)
+    return JSONResponse({key: _jsonable(table.to_pylist()), **(extra or {})})
+
+
+def create_app(store: Store, api_keys: ApiKeys, ready: Callable[[], Awaitable[bool]] | None = None) -> FastAPI:
+    app = FastAPI(title="tracehouse", version=__version__,
+                  description="Trace search, trace by id and read-only SQL over tracehouse's ClickHouse tables.")
+
+    def caller_projects(request: Request) -> list[str] | None:
+        """The projects the caller may read; None means all (no API keys configured)."""
+        if not api_keys.enabled:
+            return None
+        project = api_keys.project_for(key_from_headers(request.headers))
+        if project is None:
+            raise HTTPException(401, "missing or unknown API key; send 'Authorization: Bearer <key>' or "
+                                     "the x-tracehouse-api-key header", headers={"WWW-Authenticate": "Bearer"})
+        return None if project == ALL_PROJECTS else [project]
+
+    @app.exception_handler(traces.QueryError)
+    async def query_error(request: Request, exc: traces.QueryError):
+        return JSONResponse({"detail": str(exc)}, 400)
+
+    @app.exception_handler(filters.FilterError)
+    async def filter_error(request: Request, exc: filters.FilterError):
+        return JSONResponse({"detail": str(exc)}, 400)
+
+    @app.get("/healthz", include_in_schema=False)
+    async def healthz():
+        return {"status": "ok"}
+
+    @app.get("/readyz", include_in_schema=False)
+    async def readyz():
+        ok = await ready() if ready else await asyncio.to_thread(store.ping)
+        return JSONResponse({"status": "ready" if ok else "storage is not answering"}, 200 if ok else 503)
+
+    @app.post("/api/v1/traces/search", summary="Search traces with the filter language")
+    async def search_traces(body: TraceSearch, request: Request, allowed=Depends(caller_projects)):
+        query = traces.TraceQuery(projects=body.projects or body.experiment_ids, filter_string=body.filter_string,
+                                  start_ms=body.start_ms, end_ms=body.end_ms, order_by=body.order_by,
+                                  max_results=body.max_results, page_token=body.page_token)
+        table, next_token = await asyncio.to_thread(traces.search, store, query, allowed)
+        return table_response(request, table, "traces", {"next_page_token": next_token})
+
+    @app.get("/api/v1/traces/{trace_id}", summary="One trace with its spans as a tree")
+    async def get_trace(trace_id: str, allowed=Depends(caller_projects)):
+        trace = await asyncio.to_thread(traces.get_trace, store, trace_id, allowed)
+        if trace is None:
+            raise HTTPException(404, f"trace {trace_id} not found")
+        return JSONResponse(_jsonable(trace))
+
+    @app.post("/api/v1/sql", summary="Run one read-only SELECT over the tracehouse tables")
+    async def run_sql(body: SqlRequest, request: Request, allowed=Depends(caller_projects)):
+        table = await asyncio.to_thread(sql.run_sql, store, body.query, allowed, max_rows=body.max_rows,
+                                        timeout_s=body.timeout_seconds)
+        return table_response(request, table, "rows")
+
+    return app

@@ -1,0 +1,222 @@
+"""Trace search and trace-by-id over the storage tables: plain functions, SQL kept readable.
+
+Search reads one row per trace from `tracehouse_traces` (FINAL merges partial rows of traces
+whose spans arrived in several inserts); it never groups spans. A trace by id reads its spans
+from `otel_traces` within the time bounds kept in `otel_traces_trace_id_ts`, the way Grafana's
+ClickHouse plugin does.
+"""
+from __future__ import annotations
+
+import base64
+import json
+from dataclasses import dataclass
+
+from tracehouse.storage.store import Store
+
+from . import filters
+
+MAX_RESULTS_LIMIT = 10_000
+
+# MLflow's trace states (OK, ERROR, IN_PROGRESS), as the filter language reads them.
+TRACE_STATE = filters.trace_status("t.")
+
+SUMMARY_COLUMNS = f"""
+    t.TraceId AS trace_id,
+    t.Project AS project,
+    toUnixTimestamp64Milli(t.Start) AS request_time,
+    dateDiff('millisecond', t.Start, t.End) AS execution_duration,
+    {TRACE_STATE} AS state,
+    t.Name AS name,
+    t.ServiceName AS service_name,
+    t.RootSpanId AS root_span_id,
+    t.InputPreview AS inputs,
+    t.OutputPreview AS outputs,
+    t.Tags AS tags,
+    t.Metadata AS trace_metadata,
+    t.SessionId AS session_id,
+    t.UserId AS user_id,
+    t.InputTokens AS input_tokens,
+    t.OutputTokens AS output_tokens,
+    t.TotalTokens AS total_tokens,
+    t.CostUsd AS cost_usd,
+    t.SpanCount AS span_count,
+    t.ErrorCount AS error_count,
+    t.Models AS models"""
+
+# order_by names (MLflow's, and ours) → SQL over the summary row.
+ORDER_FIELDS = {
+    "timestamp_ms": "t.Start", "timestamp": "t.Start", "request_time": "t.Start", "start_time": "t.Start",
+    "execution_time_ms": "dateDiff('millisecond', t.Start, t.End)", "execution_duration": "dateDiff('millisecond', t.Start, t.End)",
+    "status": TRACE_STATE, "state": TRACE_STATE, "name": "t.Name", "trace_id": "t.TraceId",
+    "input_tokens": "t.InputTokens", "output_tokens": "t.OutputTokens", "total_tokens": "t.TotalTokens",
+    "cost": "t.CostUsd", "cost_usd": "t.CostUsd", "span_count": "t.SpanCount",
+}
+
+
+class QueryError(ValueError):
+    """A request the caller can fix: the message says what and how."""
+
+
+@dataclass(frozen=True)
+class TraceQuery:
+    projects: list[str] | None = None       # None: every project the caller may read
+    filter_string: str | None = None
+    start_ms: int | None = None
+    end_ms: int | None = None
+    order_by: list[str] | None = None
+    max_results: int = 100
+    page_token: str | None = None
+
+
+def _order_clause(order_by: list[str] | None) -> str:
+    terms = []
+    for item in order_by or ["timestamp_ms DESC"]:
+        parts = item.strip().split()
+        if not parts or len(parts) > 2:
+            raise QueryError(f"order_by item {item!r} must be '<field> [ASC|DESC]'")
+        field = parts[0].split(".")[-1].strip("`")  # MLflow writes attributes.timestamp_ms
+        direction = parts[1].upper() if len(parts) == 2 else "ASC"
+        if field not in ORDER_FIELDS:
+            raise QueryError(f"cannot order by {parts[0]!r}; use one of {', '.join(sorted(ORDER_FIELDS))}")
+        if direction not in ("ASC", "DESC"):
+            raise QueryError(f"order direction {parts[1]!r} must be ASC or DESC")
+        terms.append(f"{ORDER_FIELDS[field]} {direction}")
+    return ", ".join(terms + ["t.TraceId ASC"])
+
+
+def encode_page_token(offset: int) -> str:
+    return base64.urlsafe_b64encode(json.dumps({"offset": offset}).encode()).decode()
+
+
+def decode_page_token(token: str | None) -> int:
+    if not token:
+        return 0
+    try:
+        offset = json.loads(base64.urlsafe_b64decode(token.encode()))["offset"]
+    except (ValueError, KeyError, TypeError):
+        raise QueryError("page_token is not one this server issued; pass the next_page_token of a previous page") from None
+    if not isinstance(offset, int) or offset < 0:
+        raise QueryError("page_token is not one this server issued")
+    return offset
+
+
+def search_sql(query: TraceQuery, allowed_projects: list[str] | None) -> tuple[str, dict, int]:
+    """SQL, parameters and offset for one page of trace search.
+
+    `allowed_projects` is what the caller's API key may read (None: all); the requested
+    projects are intersected with it, never widened.
+    """
+    if not 1 <= query.max_results <= MAX_RESULTS_LIMIT:
+        raise QueryError(f"max_results must be between 1 and {MAX_RESULTS_LIMIT}")
+    params = filters.ParamCounter()
+    where = ["1"]
+    projects = query.projects
+    if allowed_projects is not None:
+        projects = [p for p in (projects or allowed_projects) if p in allowed_projects]
+        if not projects:
+            projects = ["\0none"]  # asked only for projects the key may not read: nothing
+    if projects:
+        where.append(f"t.Project IN {params.bind(list(projects), 'Array(String)')}")
+    if query.start_ms is not None:
+        where.append(f"t.Start >= fromUnixTimestamp64Milli({params.bind(int(query.start_ms), 'Int64')})")
+    if query.end_ms is not None:
+        where.append(f"t.Start < fromUnixTimestamp64Milli({params.bind(int(query.end_ms), 'Int64')})")
+    if query.filter_string and query.filter_string.strip():
+        where.append(f"({filters.compile_trace_filter(filters.parse(query.filter_string), params)})")
+    offset = decode_page_token(query.page_token)
+    sql = (f"SELECT {SUMMARY_COLUMNS}\nFROM tracehouse_traces AS t FINAL\nWHERE {' AND '.join(where)}\n"
+           f"ORDER BY {_order_clause(query.order_by)}\n"
+           f"LIMIT {params.bind(query.max_results + 1, 'UInt32')} OFFSET {params.bind(offset, 'UInt64')}")
+    return sql, params.values, offset
+
+
+def search(store: Store, query: TraceQuery, allowed_projects: list[str] | None):
+    """One page of traces as a pyarrow Table, and the token of the next page (or None)."""
+    sql, params, offset = search_sql(query, allowed_projects)
+    table = store.query_arrow(sql, parameters=params)
+    next_token = None
+    if table.num_rows > query.max_results:
+        table = table.slice(0, query.max_results)
+        next_token = encode_page_token(offset + query.max_results)
+    return table, next_token
+
+
+SPAN_COLUMNS = """
+    SpanId AS span_id, ParentSpanId AS parent_span_id, SpanName AS name, SpanKind AS kind,
+    SpanType AS span_type, ServiceName AS service_name, Project AS project,
+    toUnixTimestamp64Nano(Timestamp) AS start_time_ns, Duration AS duration_ns,
+    StatusCode AS status_code, StatusMessage AS status_message,
+    Provider AS provider, RequestModel AS request_model, ResponseModel AS response_model,
+    InputTokens AS input_tokens, OutputTokens AS output_tokens, TotalTokens AS total_tokens,
+    CacheReadTokens AS cache_read_tokens, CacheWriteTokens AS cache_write_tokens, CostUsd AS cost_usd,
+    ToolName AS tool_name, SessionId AS session_id, UserId AS user_id, Tags AS tags, Metadata AS metadata,
+    Inputs AS inputs, Outputs AS outputs, SpanAttributes AS attributes, ResourceAttributes AS resource_attributes,
+    ScopeName AS scope_name, ScopeVersion AS scope_version, TraceState AS trace_state,
+    arrayMap((t, n, a) -> tuple(toUnixTimestamp64Nano(t), n, a), `Events.Timestamp`, `Events.Name`, `Events.Attributes`) AS events,
+    arrayMap((t, s, st, a) -> tuple(t, s, st, a), `Links.TraceId`, `Links.SpanId`, `Links.TraceState`, `Links.Attributes`) AS links"""
+
+
+def get_trace_sql() -> str:
+    return f"""
+WITH
+    {{trace_id:String}} AS wanted,
+    (SELECT min(Start) FROM otel_traces_trace_id_ts WHERE TraceId = wanted) AS first_seen,
+    (SELECT max(End) + 1 FROM otel_traces_trace_id_ts WHERE TraceId = wanted) AS last_seen
+SELECT {SPAN_COLUMNS}
+FROM otel_traces
+WHERE TraceId = wanted AND Timestamp >= first_seen AND Timestamp <= last_seen AND Project IN {{projects:Array(String)}}
+ORDER BY Timestamp, SpanId"""
+
+
+def _maybe_json(text: str):
+    """Inputs and outputs are JSON when they look like it; plain text otherwise."""
+    if text and text[0] in "[{\"" and text[-1] in "]}\"":
+        try:
+            return json.loads(text)
+        except ValueError:
+            pass
+    return text
+
+
+def _span(row: dict) -> dict:
+    span = dict(row)
+    span["duration_ms"] = span["duration_ns"] / 1e6
+    span["inputs"] = _maybe_json(span["inputs"])
+    span["outputs"] = _maybe_json(span["outputs"])
+    span["events"] = [{"time_ns": t, "name": n, "attributes": a} for t, n, a in span["events"]]
+    span["links"] = [{"trace_id": t, "span_id": s, "trace_state": st, "attributes": a} for t, s, st, a in span["links"]]
+    span["children"] = []
+    return span
+
+
+def build_tree(spans: list[dict]) -> list[dict]:
+    """Nest spans under their parents; spans whose parent is missing become roots."""
+    by_id = {s["span_id"]: s for s in spans}
+    roots = []
+    for span in spans:
+        parent = by_id.get(span["parent_span_id"])
+        if parent is not None and parent is not span:
+            parent["children"].append(span)
+        else:
+            roots.append(span)
+    return roots
+
+
+def get_trace(store: Store, trace_id: str, allowed_projects: list[str] | None) -> dict | None:
+    trace_id = trace_id.strip().lower()
+    if len(trace_id) != 32 or any(c not in "0123456789abcdef" for c in trace_id):
+        raise QueryError(f"trace id {trace_id[:40]!r} must be 32 hex characters")
+    params = filters.ParamCounter()
+    where = [f"t.TraceId = {params.bind(trace_id, 'String')}"]
+    if allowed_projects is not None:
+        where.append(f"t.Project IN {params.bind(list(allowed_projects), 'Array(String)')}")
+    summary = store.query(f"SELECT {SUMMARY_COLUMNS} FROM tracehouse_traces AS t FINAL WHERE {' AND '.join(where)}",
+                          parameters=params.values)
+    if not summary.result_rows:
+        return None
+    trace = dict(zip(summary.column_names, summary.result_rows[0]))
+    result = store.query(get_trace_sql(), parameters={"trace_id": trace_id, "projects": [trace["project"]]})
+    spans = [_span(dict(zip(result.column_names, row))) for row in result.result_rows]
+    trace["inputs"], trace["outputs"] = _maybe_json(trace["inputs"]), _maybe_json(trace["outputs"])
+    trace["spans"] = build_tree(spans)
+    return trace

@@ -1,0 +1,166 @@
+"""Query API and Python client over real stored traces: search, paging, trace tree, SQL, auth."""
+from __future__ import annotations
+
+import os
+import uuid
+
+import pyarrow as pa
+import pytest
+from opentelemetry import trace as otel_trace
+from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+
+import tracehouse
+from tracehouse.client import Client, TracehouseError
+from tracehouse.tests.conftest import RunningQueryService, collector_settings
+
+T0 = 1_760_000_000_000_000_000
+
+
+@pytest.fixture(scope="module")
+def dataset(server):
+    """Six traces in two projects; each: a root (CHAIN) with an LLM child."""
+    project_a, project_b = f"qa_{uuid.uuid4().hex[:8]}", f"qb_{uuid.uuid4().hex[:8]}"
+    ids = {}
+    for project in (project_a, project_b):
+        provider = TracerProvider(resource=Resource.create({"service.name": "support", "tracehouse.project": project}))
+        provider.add_span_processor(SimpleSpanProcessor(OTLPSpanExporter(endpoint=server.grpc_endpoint, insecure=True)))
+        tracer = provider.get_tracer("tests")
+        for i in range(3):
+            start = T0 + i * 60_000_000_000
+            tier = "premium" if i % 2 == 0 else "standard"
+            root = tracer.start_span(f"answer-{i}", start_time=start, attributes={
+                "tracehouse.span.type": "CHAIN", "tracehouse.tag.customer_tier": tier,
+                "tracehouse.inputs": f'{{"question": "q{i} about ssl"}}' if i == 1 else f'{{"question": "q{i}"}}',
+                "tracehouse.outputs": f'"a{i}"', "session.id": f"sess-{project}"})
+            child = tracer.start_span("chat gpt-4o", context=otel_trace.set_span_in_context(root), start_time=start + 1000,
+                                      attributes={"gen_ai.operation.name": "chat", "gen_ai.request.model": "gpt-4o",
+                                                  "gen_ai.usage.input_tokens": 100 * (i + 1), "gen_ai.usage.output_tokens": 10})
+            child.end(end_time=start + (i + 1) * 1_000_000_000)
+            root.end(end_time=start + (i + 1) * 1_000_000_000 + 1000)
+            ids[(project, i)] = format(root.get_span_context().trace_id, "032x")
+        provider.shutdown()
+    server.wait_stored()
+    return project_a, project_b, ids
+
+
+def test_search_traces_filters_orders_and_pages(query_api, dataset):
+    project_a, _, ids = dataset
+    client = Client(query_api.url)
+    df = client.search_traces(projects=[project_a], filter_string="tags.customer_tier = 'premium'",
+                              order_by=["timestamp_ms DESC"])
+    assert list(df.trace_id) == [ids[(project_a, 2)], ids[(project_a, 0)]]
+    assert list(df.state) == ["OK", "OK"]
+    assert list(df.execution_duration) == [3000, 1000]
+    assert list(df.input_tokens) == [300, 100] and list(df.span_count) == [2, 2]
+    assert list(df.project) == [project_a] * 2 and list(df.session_id) == [f"sess-{project_a}"] * 2
+    assert df.cost_usd[0] == pytest.approx((300 * 2.5 + 10 * 10) / 1e6)
+    assert {"trace_id", "request_time", "execution_duration", "state", "inputs", "outputs", "tags",
+            "trace_metadata", "assessments", "trace"} <= set(df.columns)
+
+    slow = client.search_traces(experiment_ids=[project_a], filter_string="trace.execution_time_ms > 1500",
+                                order_by=["execution_time_ms ASC"], return_type="list")
+    assert [t["trace_id"] for t in slow] == [ids[(project_a, 1)], ids[(project_a, 2)]]
+
+    first = client.search_traces(projects=[project_a], max_results=2, order_by=["timestamp_ms ASC"], return_type="arrow")
+    token = first.schema.metadata[b"next_page_token"].decode()
+    second = client.search_traces(projects=[project_a], max_results=2, order_by=["timestamp_ms ASC"], page_token=token)
+    assert first.column("trace_id").to_pylist() + list(second.trace_id) == [ids[(project_a, i)] for i in range(3)]
+    assert second.attrs["next_page_token"] is None
+    assert [t["trace_id"] for t in client.iter_traces(projects=[project_a], page_size=1, order_by=["timestamp_ms ASC"])] == \
+        [ids[(project_a, i)] for i in range(3)]
+
+
+def test_module_level_search_traces_uses_the_environment(query_api, dataset, monkeypatch):
+    project_a, _, ids = dataset
+    monkeypatch.setenv("TRACEHOUSE_URL", query_api.url)
+    monkeypatch.setattr("tracehouse.client._default_client", None)
+    df = tracehouse.search_traces(experiment_ids=[project_a], filter_string="trace.text ILIKE '%ssl%'")
+    assert list(df.trace_id) == [ids[(project_a, 1)]]
+
+
+def test_get_trace_returns_the_span_tree(query_api, dataset):
+    project_a, _, ids = dataset
+    trace = Client(query_api.url).get_trace(ids[(project_a, 2)])
+    assert (trace["trace_id"], trace["project"], trace["state"], trace["span_count"]) == (
+        ids[(project_a, 2)], project_a, "OK", 2)
+    [root] = trace["spans"]
+    assert (root["name"], root["span_type"], root["inputs"], root["outputs"]) == ("answer-2", "CHAIN", {"question": "q2"}, "a2")
+    [child] = root["children"]
+    assert (child["name"], child["span_type"], child["request_model"], child["input_tokens"], child["children"]) == (
+        "chat gpt-4o", "LLM", "gpt-4o", 300, [])
+    assert child["cost_usd"] == pytest.approx((300 * 2.5 + 10 * 10) / 1e6)
+    with pytest.raises(TracehouseError) as missing:
+        Client(query_api.url).get_trace("0" * 31 + "1")
+    assert missing.value.status == 404
+    with pytest.raises(TracehouseError) as bad:
+        Client(query_api.url).get_trace("not-an-id")
+    assert bad.value.status == 400 and "32 hex characters" in str(bad.value)
+
+
+def test_sql_returns_arrow(query_api, dataset):
+    project_a, _, _ = dataset
+    table = Client(query_api.url).sql(
+        "SELECT RequestModel, sum(InputTokens) AS tokens FROM otel_traces WHERE Project = '" + project_a +
+        "' AND RequestModel != '' GROUP BY 1")
+    assert isinstance(table, pa.Table)
+    assert table.to_pylist() == [{"RequestModel": "gpt-4o", "tokens": 600}]
+
+
+@pytest.mark.parametrize("statement, message", [
+    ("INSERT INTO otel_traces (TraceId) VALUES ('x')", "only SELECT"),
+    ("DROP TABLE otel_traces", "only SELECT"),
+    ("SELECT * FROM url('http://127.0.0.1:1/x', CSV, 'a String')", "table functions"),
+    ("SELECT * FROM system.users", "not readable"),
+    ("SELECT * FROM secrets", "unknown table"),
+    ("SELECT 1; SELECT 2", "exactly one"),
+    ("SELEC nonsense", "only SELECT"),
+    ("SELECT (1 FROM otel_traces", "cannot parse"),
+    ("SELECT 1 SETTINGS readonly = 0", "SETTINGS and FORMAT"),
+])
+def test_sql_refuses_anything_but_reads_of_our_tables(query_api, statement, message):
+    with pytest.raises(TracehouseError) as refused:
+        Client(query_api.url).sql(statement)
+    assert refused.value.status == 400 and message in str(refused.value)
+
+
+def test_a_key_for_one_project_reads_only_that_project(store, dataset, tmp_path):
+    project_a, project_b, ids = dataset
+    settings = collector_settings(tmp_path, store.dsn, api_keys=f"key-only-project-a={project_a},key-everything=*")
+    service = RunningQueryService(settings, store)
+    try:
+        with pytest.raises(TracehouseError) as no_key:
+            Client(service.url).search_traces()
+        assert no_key.value.status == 401
+        only_a = Client(service.url, api_key="key-only-project-a")
+        assert set(only_a.search_traces(max_results=1000).project) == {project_a}
+        assert len(only_a.search_traces(projects=[project_b])) == 0
+        with pytest.raises(TracehouseError) as hidden:
+            only_a.get_trace(ids[(project_b, 0)])
+        assert hidden.value.status == 404
+        assert only_a.get_trace(ids[(project_a, 0)])["project"] == project_a
+        for statement in ["SELECT DISTINCT Project FROM otel_traces",
+                          "SELECT DISTINCT t.Project FROM tracehouse_traces AS t FINAL",
+                          "SELECT DISTINCT Project FROM (SELECT Project FROM otel_traces)",
+                          "WITH x AS (SELECT Project FROM otel_traces) SELECT DISTINCT Project FROM x",
+                          "SELECT DISTINCT o.Project FROM otel_traces o JOIN tracehouse_traces t ON o.TraceId = t.TraceId"]:
+            assert set(only_a.sql(statement).column(0).to_pylist()) == {project_a}, statement
+        count_b = only_a.sql(f"SELECT count() FROM otel_traces_trace_id_ts WHERE TraceId = '{ids[(project_b, 0)]}'")
+        assert count_b.column(0).to_pylist() == [0]
+        everything = Client(service.url, api_key="key-everything")
+        assert {project_a, project_b} <= set(everything.search_traces(max_results=1000).project)
+    finally:
+        service.stop()
+
+
+def test_sql_limits_end_with_the_query(query_api, store, dataset):
+    """readonly and the row limit apply to the SQL request only, never to the shared connection."""
+    client = Client(query_api.url)
+    with pytest.raises(TracehouseError) as too_many:
+        client.sql("SELECT number FROM (SELECT arrayJoin(range(100)) AS number)", max_rows=10)
+    assert too_many.value.status == 400 and "more than 10 rows" in str(too_many.value)
+    assert client.sql("SELECT count() AS n FROM tracehouse_model_prices").column("n").to_pylist()[0] > 1000
+    store.command("CREATE TABLE IF NOT EXISTS sql_endpoint_probe (x UInt8) ENGINE = Memory")  # still writable
+    store.command("DROP TABLE sql_endpoint_probe")
