@@ -133,10 +133,10 @@ class Field:
 
 
 def trace_status(prefix: str = "t.") -> str:
-    """MLflow's trace state from a summary row: ERROR when a span (or the root) failed,
-    IN_PROGRESS while the root span has not arrived, else OK. Reused for search output."""
-    return (f"multiIf({prefix}ErrorCount > 0 OR {prefix}StatusCode = 'Error', 'ERROR', "
-            f"{prefix}RootSpanId = '', 'IN_PROGRESS', 'OK')")
+    """MLflow's trace state from a summary row, derived from the root span as MLflow does:
+    IN_PROGRESS while the root span has not arrived, ERROR when it failed, else OK (a failed
+    child the app recovered from does not fail the trace). Reused for search output."""
+    return f"multiIf({prefix}RootSpanId = '', 'IN_PROGRESS', {prefix}StatusCode = 'Error', 'ERROR', 'OK')"
 
 
 FIELDS: dict[str, Field] = {
