@@ -101,6 +101,37 @@ class Client:
         _raise_for_status(response)
         return response.json()
 
+    def search_spans(self, projects: list[str] | None = None, filter_string: str | None = None,
+                     max_results: int = 100, page_token: str | None = None, return_type: str = "pandas", *,
+                     start_time=None, end_time=None):
+        """Spans matching the filter language at span level (`span.type = 'LLM' AND span.model = 'gpt-4o'`)."""
+        body = {"projects": projects, "filter_string": filter_string, "max_results": max_results,
+                "page_token": page_token, "start_ms": _millis(start_time), "end_ms": _millis(end_time)}
+        response = self._post("/api/v1/spans/search", body)
+        return _convert(pa.ipc.open_stream(response.content).read_all(), return_type,
+                        response.headers.get("x-tracehouse-next-page-token"))
+
+    def aggregates(self, level: str = "spans", group_by: list[str] | None = None, bucket_seconds: int | None = None,
+                   projects: list[str] | None = None, filter_string: str | None = None, start_time=None, end_time=None,
+                   return_type: str = "pandas"):
+        """Count, errors, error rate, latency p50/p90/p99 (ms), tokens and cost per group (and time bucket)."""
+        body = {"level": level, "group_by": group_by or [], "bucket_seconds": bucket_seconds, "projects": projects,
+                "filter_string": filter_string, "start_ms": _millis(start_time), "end_ms": _millis(end_time)}
+        response = self._post("/api/v1/aggregates", body)
+        return _convert(pa.ipc.open_stream(response.content).read_all(), return_type, None)
+
+    def list_sessions(self, projects: list[str] | None = None, max_results: int = 100, return_type: str = "pandas"):
+        response = self._http.get("/api/v1/sessions", params={"project": projects or [], "max_results": max_results},
+                                  headers={"Accept": ARROW_STREAM})
+        _raise_for_status(response)
+        return _convert(pa.ipc.open_stream(response.content).read_all(), return_type, None)
+
+    def get_session(self, session_id: str, return_type: str = "pandas"):
+        """One session's traces in order, with their inputs and outputs: a conversation."""
+        response = self._http.get(f"/api/v1/sessions/{session_id}", headers={"Accept": ARROW_STREAM})
+        _raise_for_status(response)
+        return _convert(pa.ipc.open_stream(response.content).read_all(), return_type, None)
+
     # -- SQL --------------------------------------------------------------------------------
 
     def sql(self, query: str, max_rows: int = 10_000, timeout_seconds: float = 30) -> pa.Table:

@@ -9,9 +9,10 @@ import asyncio
 import datetime as dt
 import math
 from collections.abc import Awaitable, Callable
+from typing import Literal
 
 import pyarrow as pa
-from fastapi import Depends, FastAPI, HTTPException, Request
+from fastapi import Depends, FastAPI, HTTPException, Query, Request
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, Field
 
@@ -19,7 +20,7 @@ from tracehouse import __version__
 from tracehouse.auth import ALL_PROJECTS, ApiKeys, key_from_headers
 from tracehouse.storage.store import Store
 
-from . import filters, sql, traces
+from . import aggregates, filters, sql, traces
 
 ARROW_STREAM = "application/vnd.apache.arrow.stream"
 
@@ -33,6 +34,26 @@ class TraceSearch(BaseModel):
     order_by: list[str] | None = Field(None, description="e.g. ['timestamp_ms DESC']")
     max_results: int = Field(100, ge=1, le=traces.MAX_RESULTS_LIMIT)
     page_token: str | None = None
+
+
+class SpanSearch(BaseModel):
+    projects: list[str] | None = None
+    filter_string: str | None = Field(None, description="filter language at span level, e.g. span.type = 'LLM'")
+    start_ms: int | None = None
+    end_ms: int | None = None
+    max_results: int = Field(100, ge=1, le=traces.MAX_RESULTS_LIMIT)
+    page_token: str | None = None
+
+
+class AggregateRequest(BaseModel):
+    level: Literal["spans", "traces"] = Field("spans", description="aggregate LLM calls and other spans, or whole traces")
+    group_by: list[str] = Field(default_factory=list, description="spans: model, provider, service, span_type, "
+                                "span_name, project, status; traces: service, name, project, session, user, status, tag.<key>")
+    bucket_seconds: int | None = Field(None, gt=0, description="also group by time buckets of this width")
+    projects: list[str] | None = None
+    filter_string: str | None = None
+    start_ms: int | None = None
+    end_ms: int | None = None
 
 
 class SqlRequest(BaseModel):
@@ -109,6 +130,34 @@ def create_app(store: Store, api_keys: ApiKeys, ready: Callable[[], Awaitable[bo
         if trace is None:
             raise HTTPException(404, f"trace {trace_id} not found")
         return JSONResponse(_jsonable(trace))
+
+    @app.post("/api/v1/spans/search", summary="Search spans with the filter language")
+    async def search_spans(body: SpanSearch, request: Request, allowed=Depends(caller_projects)):
+        query = traces.TraceQuery(projects=body.projects, filter_string=body.filter_string, start_ms=body.start_ms,
+                                  end_ms=body.end_ms, max_results=body.max_results, page_token=body.page_token)
+        table, next_token = await asyncio.to_thread(traces.search_spans, store, query, allowed)
+        return table_response(request, table, "spans", {"next_page_token": next_token})
+
+    @app.post("/api/v1/aggregates", summary="Counts, error rate, latency percentiles, tokens and cost")
+    async def aggregate(body: AggregateRequest, request: Request, allowed=Depends(caller_projects)):
+        query = aggregates.AggregateQuery(level=body.level, group_by=tuple(body.group_by),
+                                          bucket_seconds=body.bucket_seconds, projects=body.projects,
+                                          filter_string=body.filter_string, start_ms=body.start_ms, end_ms=body.end_ms)
+        table = await asyncio.to_thread(aggregates.aggregate, store, query, allowed)
+        return table_response(request, table, "groups")
+
+    @app.get("/api/v1/sessions", summary="Sessions (conversations), newest first")
+    async def list_sessions(request: Request, project: list[str] | None = Query(None), start_ms: int | None = None,
+                            end_ms: int | None = None, max_results: int = 100, allowed=Depends(caller_projects)):
+        table = await asyncio.to_thread(traces.list_sessions, store, project, allowed, start_ms, end_ms, max_results)
+        return table_response(request, table, "sessions")
+
+    @app.get("/api/v1/sessions/{session_id}", summary="One session's traces in order")
+    async def get_session(session_id: str, request: Request, allowed=Depends(caller_projects)):
+        table = await asyncio.to_thread(traces.session_traces, store, session_id, allowed)
+        if table.num_rows == 0:
+            raise HTTPException(404, f"session {session_id} not found")
+        return table_response(request, table, "traces")
 
     @app.post("/api/v1/sql", summary="Run one read-only SELECT over the tracehouse tables")
     async def run_sql(body: SqlRequest, request: Request, allowed=Depends(caller_projects)):

@@ -68,6 +68,15 @@ class TraceQuery:
     page_token: str | None = None
 
 
+def project_scope(params, column: str, requested: list[str] | None, allowed: list[str] | None) -> str:
+    """The requested projects narrowed to what the caller's key may read (never widened);
+    asking only for projects the key may not read gives nothing."""
+    projects = requested
+    if allowed is not None:
+        projects = [p for p in (projects or allowed) if p in allowed] or ["\0none"]
+    return f"{column} IN {params.bind(list(projects), 'Array(String)')}" if projects else "1"
+
+
 def _order_clause(order_by: list[str] | None) -> str:
     terms = []
     for item in order_by or ["timestamp_ms DESC"]:
@@ -109,14 +118,7 @@ def search_sql(query: TraceQuery, allowed_projects: list[str] | None) -> tuple[s
     if not 1 <= query.max_results <= MAX_RESULTS_LIMIT:
         raise QueryError(f"max_results must be between 1 and {MAX_RESULTS_LIMIT}")
     params = filters.ParamCounter()
-    where = ["1"]
-    projects = query.projects
-    if allowed_projects is not None:
-        projects = [p for p in (projects or allowed_projects) if p in allowed_projects]
-        if not projects:
-            projects = ["\0none"]  # asked only for projects the key may not read: nothing
-    if projects:
-        where.append(f"t.Project IN {params.bind(list(projects), 'Array(String)')}")
+    where = [project_scope(params, "t.Project", query.projects, allowed_projects)]
     if query.start_ms is not None:
         where.append(f"t.Start >= fromUnixTimestamp64Milli({params.bind(int(query.start_ms), 'Int64')})")
     if query.end_ms is not None:
@@ -220,3 +222,61 @@ def get_trace(store: Store, trace_id: str, allowed_projects: list[str] | None) -
     trace["inputs"], trace["outputs"] = _maybe_json(trace["inputs"]), _maybe_json(trace["outputs"])
     trace["spans"] = build_tree(spans)
     return trace
+
+
+def search_spans(store: Store, query: TraceQuery, allowed_projects: list[str] | None):
+    """One page of spans matching the filter language at span level, newest first."""
+    if not 1 <= query.max_results <= MAX_RESULTS_LIMIT:
+        raise QueryError(f"max_results must be between 1 and {MAX_RESULTS_LIMIT}")
+    params = filters.ParamCounter()
+    where = [project_scope(params, "s.Project", query.projects, allowed_projects)]
+    if query.start_ms is not None:
+        where.append(f"s.Timestamp >= fromUnixTimestamp64Milli({params.bind(int(query.start_ms), 'Int64')})")
+    if query.end_ms is not None:
+        where.append(f"s.Timestamp < fromUnixTimestamp64Milli({params.bind(int(query.end_ms), 'Int64')})")
+    if query.filter_string and query.filter_string.strip():
+        where.append(f"({filters.compile_span_filter(filters.parse(query.filter_string), params)})")
+    offset = decode_page_token(query.page_token)
+    sql = (f"SELECT TraceId AS trace_id, {SPAN_COLUMNS}\nFROM otel_traces AS s\nWHERE {' AND '.join(where)}\n"
+           f"ORDER BY s.Timestamp DESC, s.SpanId\n"
+           f"LIMIT {params.bind(query.max_results + 1, 'UInt32')} OFFSET {params.bind(offset, 'UInt64')}")
+    table = store.query_arrow(sql, parameters=params.values)
+    next_token = None
+    if table.num_rows > query.max_results:
+        table, next_token = table.slice(0, query.max_results), encode_page_token(offset + query.max_results)
+    return table, next_token
+
+
+def list_sessions(store: Store, projects: list[str] | None, allowed_projects: list[str] | None,
+                  start_ms: int | None = None, end_ms: int | None = None, max_results: int = 100):
+    """Sessions (conversations) with their first and last trace, newest first."""
+    if not 1 <= max_results <= MAX_RESULTS_LIMIT:
+        raise QueryError(f"max_results must be between 1 and {MAX_RESULTS_LIMIT}")
+    params = filters.ParamCounter()
+    where = ["t.SessionId != ''", project_scope(params, "t.Project", projects, allowed_projects)]
+    if start_ms is not None:
+        where.append(f"t.Start >= fromUnixTimestamp64Milli({params.bind(int(start_ms), 'Int64')})")
+    if end_ms is not None:
+        where.append(f"t.Start < fromUnixTimestamp64Milli({params.bind(int(end_ms), 'Int64')})")
+    sql = f"""
+SELECT t.SessionId AS session_id, any(t.Project) AS project, any(t.UserId) AS user_id,
+       count() AS trace_count, toUnixTimestamp64Milli(min(t.Start)) AS first_trace_time,
+       toUnixTimestamp64Milli(max(t.Start)) AS last_trace_time,
+       sum(t.TotalTokens) AS total_tokens, sum(t.CostUsd) AS cost_usd,
+       countIf(t.StatusCode = 'Error') AS error_count
+FROM tracehouse_traces AS t FINAL
+WHERE {' AND '.join(where)}
+GROUP BY t.SessionId
+ORDER BY last_trace_time DESC, session_id
+LIMIT {params.bind(max_results, 'UInt32')}"""
+    return store.query_arrow(sql, parameters=params.values)
+
+
+def session_traces(store: Store, session_id: str, allowed_projects: list[str] | None):
+    """One session's traces in the order they happened, with their inputs and outputs."""
+    params = filters.ParamCounter()
+    where = [f"t.SessionId = {params.bind(session_id, 'String')}",
+             project_scope(params, "t.Project", None, allowed_projects)]
+    sql = (f"SELECT {SUMMARY_COLUMNS}\nFROM tracehouse_traces AS t FINAL\nWHERE {' AND '.join(where)}\n"
+           f"ORDER BY t.Start, t.TraceId LIMIT {MAX_RESULTS_LIMIT}")
+    return store.query_arrow(sql, parameters=params.values)

@@ -164,3 +164,63 @@ def test_sql_limits_end_with_the_query(query_api, store, dataset):
     assert client.sql("SELECT count() AS n FROM tracehouse_model_prices").column("n").to_pylist()[0] > 1000
     store.command("CREATE TABLE IF NOT EXISTS sql_endpoint_probe (x UInt8) ENGINE = Memory")  # still writable
     store.command("DROP TABLE sql_endpoint_probe")
+
+
+def test_span_search_aggregates_and_sessions(query_api, dataset):
+    project_a, project_b, ids = dataset
+    client = Client(query_api.url)
+    spans = client.search_spans(projects=[project_a], filter_string="span.type = 'LLM' AND span.input_tokens >= 200")
+    assert sorted(spans.trace_id) == sorted([ids[(project_a, 1)], ids[(project_a, 2)]])
+    assert set(spans.name) == {"chat gpt-4o"}
+
+    by_model = client.aggregates(level="spans", group_by=["model"], projects=[project_a],
+                                 filter_string="span.type = 'LLM'", return_type="list")
+    assert len(by_model) == 1
+    row = by_model[0]
+    assert (row["model"], row["count"], row["errors"], row["input_tokens"], row["output_tokens"]) == ("gpt-4o", 3, 0, 600, 30)
+    assert row["latency_p50_ms"] == pytest.approx(2000, abs=1)
+    assert row["cost_usd"] == pytest.approx((600 * 2.5 + 30 * 10) / 1e6)
+
+    by_tier = client.aggregates(level="traces", group_by=["tag.customer_tier"], projects=[project_a, project_b],
+                                return_type="list")
+    assert [(r["tag.customer_tier"], r["count"]) for r in by_tier] == [("premium", 4), ("standard", 2)]
+
+    buckets = client.aggregates(level="traces", bucket_seconds=120, projects=[project_a], return_type="list",
+                                start_time=T0 // 1_000_000, end_time=T0 // 1_000_000 + 600_000)
+    assert [(r["bucket_start_ms"] - T0 // 1_000_000 // 120_000 * 120_000, r["count"]) for r in buckets] in (
+        [(0, 2), (120_000, 1)], [(0, 1), (120_000, 2)])
+
+    sessions = client.list_sessions(projects=[project_a], return_type="list")
+    assert [(s["session_id"], s["trace_count"]) for s in sessions] == [(f"sess-{project_a}", 3)]
+    conversation = client.get_session(f"sess-{project_a}")
+    assert list(conversation.trace_id) == [ids[(project_a, i)] for i in range(3)]
+    assert list(conversation.outputs) == ['"a0"', '"a1"', '"a2"']
+    with pytest.raises(TracehouseError) as bad_group:
+        client.aggregates(level="spans", group_by=["colour"])
+    assert bad_group.value.status == 400 and "cannot group spans by 'colour'" in str(bad_group.value)
+
+
+def test_filter_errors_are_400_with_position(query_api):
+    with pytest.raises(TracehouseError) as bad:
+        Client(query_api.url).search_traces(filter_string="tgs.x = 'y'")
+    assert bad.value.status == 400
+    assert "unknown field 'tgs.x' at column 1; did you mean 'tags.x'?" in str(bad.value)
+
+
+def test_sql_command_prints_a_table(query_api, dataset):
+    import subprocess
+    import sys
+
+    project_a, _, _ = dataset
+    out = subprocess.run([sys.executable, "-m", "tracehouse", "sql", "--url", query_api.url,
+                          f"SELECT Name AS name, SpanCount AS spans FROM tracehouse_traces FINAL "
+                          f"WHERE Project = '{project_a}' ORDER BY Name"], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.splitlines() == ["name      spans", "--------  -----", "answer-0  2", "answer-1  2", "answer-2  2",
+                                       "(3 rows)"]
+    refused = subprocess.run([sys.executable, "-m", "tracehouse", "sql", "--url", query_api.url, "DROP TABLE otel_traces"],
+                             capture_output=True, text=True, timeout=60)
+    assert refused.returncode == 1 and "only SELECT" in refused.stderr
+    down = subprocess.run([sys.executable, "-m", "tracehouse", "sql", "--url", "http://127.0.0.1:9", "SELECT 1"],
+                          capture_output=True, text=True, timeout=60)
+    assert down.returncode == 1 and "cannot reach the query API" in down.stderr

@@ -1,0 +1,103 @@
+"""Aggregates: counts, error rate, latency percentiles, tokens and cost, grouped and bucketed.
+
+Two levels, because "by model" is a question about LLM calls and "by tag" one about requests:
+  * spans  (`otel_traces`): group by model, provider, service, span_type, span_name, project;
+  * traces (`tracehouse_traces`): group by service, name, project, session, user, tag.<k>.
+Both can also be bucketed by time. The filter is the filter language at the same level.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from tracehouse.storage.store import Store
+
+from . import filters
+from .traces import QueryError, project_scope
+
+SPAN_GROUPS = {
+    "model": "if(s.ResponseModel != '', s.ResponseModel, s.RequestModel)",
+    "provider": "s.Provider", "service": "s.ServiceName", "span_type": "s.SpanType",
+    "span_name": "s.SpanName", "project": "s.Project", "status": "s.StatusCode",
+}
+TRACE_GROUPS = {
+    "service": "t.ServiceName", "name": "t.Name", "project": "t.Project", "session": "t.SessionId",
+    "user": "t.UserId", "status": filters.trace_status("t."),
+}
+SPAN_METRICS = {
+    "time": "s.Timestamp", "duration_ms": "s.Duration / 1e6", "error": "s.StatusCode = 'Error'",
+    "input_tokens": "s.InputTokens", "output_tokens": "s.OutputTokens", "total_tokens": "s.TotalTokens",
+    "cost": "ifNull(s.CostUsd, 0)", "project": "s.Project",
+}
+TRACE_METRICS = {
+    "time": "t.Start", "duration_ms": "dateDiff('millisecond', t.Start, t.End)", "error": "t.StatusCode = 'Error'",
+    "input_tokens": "t.InputTokens", "output_tokens": "t.OutputTokens", "total_tokens": "t.TotalTokens",
+    "cost": "t.CostUsd", "project": "t.Project",
+}
+MAX_BUCKETS = 10_000
+
+
+@dataclass(frozen=True)
+class AggregateQuery:
+    level: str = "spans"                  # "spans" or "traces"
+    group_by: tuple[str, ...] = ()
+    bucket_seconds: int | None = None     # time buckets of this width
+    projects: list[str] | None = None
+    filter_string: str | None = None
+    start_ms: int | None = None
+    end_ms: int | None = None
+
+
+def aggregate_sql(query: AggregateQuery, allowed_projects: list[str] | None) -> tuple[str, dict]:
+    if query.level not in ("spans", "traces"):
+        raise QueryError("level must be 'spans' or 'traces'")
+    spans = query.level == "spans"
+    groups, m = (SPAN_GROUPS, SPAN_METRICS) if spans else (TRACE_GROUPS, TRACE_METRICS)
+    params = filters.ParamCounter()
+    keys = []
+    for name in query.group_by:
+        if not spans and name.startswith(("tag.", "tags.")):
+            keys.append((name, f"t.Tags[{params.bind(name.split('.', 1)[1], 'String')}]"))
+        elif name in groups:
+            keys.append((name, groups[name]))
+        else:
+            extra = ", tag.<key>" if not spans else ""
+            raise QueryError(f"cannot group {query.level} by {name!r}; use {', '.join(sorted(groups))}{extra}")
+    if query.bucket_seconds is not None:
+        if query.bucket_seconds <= 0:
+            raise QueryError("bucket_seconds must be a positive number of seconds")
+        if query.start_ms is not None and query.end_ms is not None and \
+                (query.end_ms - query.start_ms) / 1000 / query.bucket_seconds > MAX_BUCKETS:
+            raise QueryError(f"more than {MAX_BUCKETS} time buckets; use wider buckets")
+        width = params.bind(int(query.bucket_seconds), "UInt32")
+        keys.insert(0, ("bucket_start_ms",
+                        f"toUnixTimestamp64Milli(toDateTime64(toStartOfInterval({m['time']}, toIntervalSecond({width})), 3))"))
+    where = [project_scope(params, m["project"], query.projects, allowed_projects)]
+    if query.start_ms is not None:
+        where.append(f"{m['time']} >= fromUnixTimestamp64Milli({params.bind(int(query.start_ms), 'Int64')})")
+    if query.end_ms is not None:
+        where.append(f"{m['time']} < fromUnixTimestamp64Milli({params.bind(int(query.end_ms), 'Int64')})")
+    if query.filter_string and query.filter_string.strip():
+        compile_filter = filters.compile_span_filter if spans else filters.compile_trace_filter
+        where.append(f"({compile_filter(filters.parse(query.filter_string), params)})")
+    metrics = [
+        "count() AS count",
+        f"countIf({m['error']}) AS errors",
+        f"countIf({m['error']}) / count() AS error_rate",
+        f"quantile(0.5)({m['duration_ms']}) AS latency_p50_ms",
+        f"quantile(0.9)({m['duration_ms']}) AS latency_p90_ms",
+        f"quantile(0.99)({m['duration_ms']}) AS latency_p99_ms",
+        f"sum({m['input_tokens']}) AS input_tokens",
+        f"sum({m['output_tokens']}) AS output_tokens",
+        f"sum({m['total_tokens']}) AS total_tokens",
+        f"sum({m['cost']}) AS cost_usd",
+    ]
+    source = "otel_traces AS s" if spans else "tracehouse_traces AS t FINAL"
+    select = [f"{sql} AS `{name}`" for name, sql in keys] + metrics
+    group = f"\nGROUP BY {', '.join(f'`{name}`' for name, _ in keys)}\nORDER BY {', '.join(f'`{name}`' for name, _ in keys)}" \
+        if keys else ""
+    return f"SELECT {', '.join(select)}\nFROM {source}\nWHERE {' AND '.join(where)}{group}", params.values
+
+
+def aggregate(store: Store, query: AggregateQuery, allowed_projects: list[str] | None):
+    sql, params = aggregate_sql(query, allowed_projects)
+    return store.query_arrow(sql, parameters=params)
