@@ -4,6 +4,7 @@ from __future__ import annotations
 import os
 import uuid
 
+import httpx
 import pyarrow as pa
 import pytest
 from opentelemetry import trace as otel_trace
@@ -149,6 +150,17 @@ def test_a_key_for_one_project_reads_only_that_project(store, dataset, tmp_path)
             assert set(only_a.sql(statement).column(0).to_pylist()) == {project_a}, statement
         count_b = only_a.sql(f"SELECT count() FROM otel_traces_trace_id_ts WHERE TraceId = '{ids[(project_b, 0)]}'")
         assert count_b.column(0).to_pylist() == [0]
+        assert set(only_a.search_spans(max_results=1000).project) == {project_a}
+        assert len(only_a.search_spans(projects=[project_b])) == 0
+        assert [r["project"] for r in only_a.aggregates(level="spans", group_by=["project"], return_type="list")] == [project_a]
+        assert [r["project"] for r in only_a.aggregates(level="traces", group_by=["project"], return_type="list")] == [project_a]
+        assert [s["project"] for s in only_a.list_sessions(return_type="list")] == [project_a]
+        with pytest.raises(TracehouseError) as other_session:
+            only_a.get_session(f"sess-{project_b}")
+        assert other_session.value.status == 404
+        for path in ["/api/v1/sessions", f"/api/v1/traces/{ids[(project_a, 0)]}"]:
+            assert httpx.get(service.url + path).status_code == 401
+        assert httpx.get(service.url + "/healthz").status_code == 200
         everything = Client(service.url, api_key="key-everything")
         assert {project_a, project_b} <= set(everything.search_traces(max_results=1000).project)
     finally:
