@@ -118,7 +118,11 @@ def search_sql(query: TraceQuery, allowed_projects: list[str] | None) -> tuple[s
     if not 1 <= query.max_results <= MAX_RESULTS_LIMIT:
         raise QueryError(f"max_results must be between 1 and {MAX_RESULTS_LIMIT}")
     params = filters.ParamCounter()
-    where = [project_scope(params, "t.Project", query.projects, allowed_projects)]
+    # Conditions on the sorting key (Project, TraceId) go to PREWHERE: every partial row of a
+    # trace shares them, so filtering before FINAL merges is exact, and it spares the merge of
+    # everything else. Conditions on merged values (Start, Tags, …) must stay in WHERE.
+    prewhere = project_scope(params, "t.Project", query.projects, allowed_projects)
+    where = ["1"]
     if query.start_ms is not None:
         where.append(f"t.Start >= fromUnixTimestamp64Milli({params.bind(int(query.start_ms), 'Int64')})")
     if query.end_ms is not None:
@@ -126,8 +130,8 @@ def search_sql(query: TraceQuery, allowed_projects: list[str] | None) -> tuple[s
     if query.filter_string and query.filter_string.strip():
         where.append(f"({filters.compile_trace_filter(filters.parse(query.filter_string), params)})")
     offset = decode_page_token(query.page_token)
-    sql = (f"SELECT {SUMMARY_COLUMNS}\nFROM tracehouse_traces AS t FINAL\nWHERE {' AND '.join(where)}\n"
-           f"ORDER BY {_order_clause(query.order_by)}\n"
+    sql = (f"SELECT {SUMMARY_COLUMNS}\nFROM tracehouse_traces AS t FINAL\nPREWHERE {prewhere}\n"
+           f"WHERE {' AND '.join(where)}\nORDER BY {_order_clause(query.order_by)}\n"
            f"LIMIT {params.bind(query.max_results + 1, 'UInt32')} OFFSET {params.bind(offset, 'UInt64')}")
     return sql, params.values, offset
 
@@ -212,7 +216,7 @@ def get_trace(store: Store, trace_id: str, allowed_projects: list[str] | None) -
     where = [f"t.TraceId = {params.bind(trace_id, 'String')}"]
     if allowed_projects is not None:
         where.append(f"t.Project IN {params.bind(list(allowed_projects), 'Array(String)')}")
-    summary = store.query(f"SELECT {SUMMARY_COLUMNS} FROM tracehouse_traces AS t FINAL WHERE {' AND '.join(where)}",
+    summary = store.query(f"SELECT {SUMMARY_COLUMNS} FROM tracehouse_traces AS t FINAL PREWHERE {' AND '.join(where)}",
                           parameters=params.values)
     if not summary.result_rows:
         return None
@@ -253,7 +257,8 @@ def list_sessions(store: Store, projects: list[str] | None, allowed_projects: li
     if not 1 <= max_results <= MAX_RESULTS_LIMIT:
         raise QueryError(f"max_results must be between 1 and {MAX_RESULTS_LIMIT}")
     params = filters.ParamCounter()
-    where = ["t.SessionId != ''", project_scope(params, "t.Project", projects, allowed_projects)]
+    prewhere = project_scope(params, "t.Project", projects, allowed_projects)  # key column: see search_sql
+    where = ["t.SessionId != ''"]
     if start_ms is not None:
         where.append(f"t.Start >= fromUnixTimestamp64Milli({params.bind(int(start_ms), 'Int64')})")
     if end_ms is not None:
@@ -265,6 +270,7 @@ SELECT t.SessionId AS session_id, any(t.Project) AS project, any(t.UserId) AS us
        sum(t.TotalTokens) AS total_tokens, sum(t.CostUsd) AS cost_usd,
        countIf(t.StatusCode = 'Error') AS error_count
 FROM tracehouse_traces AS t FINAL
+PREWHERE {prewhere}
 WHERE {' AND '.join(where)}
 GROUP BY t.SessionId
 ORDER BY last_trace_time DESC, session_id
@@ -275,8 +281,8 @@ LIMIT {params.bind(max_results, 'UInt32')}"""
 def session_traces(store: Store, session_id: str, allowed_projects: list[str] | None):
     """One session's traces in the order they happened, with their inputs and outputs."""
     params = filters.ParamCounter()
-    where = [f"t.SessionId = {params.bind(session_id, 'String')}",
-             project_scope(params, "t.Project", None, allowed_projects)]
-    sql = (f"SELECT {SUMMARY_COLUMNS}\nFROM tracehouse_traces AS t FINAL\nWHERE {' AND '.join(where)}\n"
+    prewhere = project_scope(params, "t.Project", None, allowed_projects)  # key column: see search_sql
+    where = f"t.SessionId = {params.bind(session_id, 'String')}"
+    sql = (f"SELECT {SUMMARY_COLUMNS}\nFROM tracehouse_traces AS t FINAL\nPREWHERE {prewhere}\nWHERE {where}\n"
            f"ORDER BY t.Start, t.TraceId LIMIT {MAX_RESULTS_LIMIT}")
     return store.query_arrow(sql, parameters=params.values)
