@@ -20,7 +20,7 @@ from tracehouse import __version__
 from tracehouse.auth import ALL_PROJECTS, ApiKeys, key_from_headers
 from tracehouse.storage.store import Store
 
-from . import aggregates, filters, sql, traces
+from . import aggregates, filters, jaeger, sql, tempo, traces
 
 ARROW_STREAM = "application/vnd.apache.arrow.stream"
 
@@ -165,4 +165,9 @@ def create_app(store: Store, api_keys: ApiKeys, ready: Callable[[], Awaitable[bo
                                         timeout_s=body.timeout_seconds)
         return table_response(request, table, "rows")
 
+    # Jaeger owns the /api/traces/{id} both APIs define (and answers protobuf, Tempo's fallback);
+    # the whole Tempo API is also under /tempo for Grafana's Tempo datasource.
+    app.include_router(jaeger.router(store, caller_projects))
+    app.include_router(tempo.router(store, caller_projects, v1_trace_by_id=False))
+    app.include_router(tempo.router(store, caller_projects), prefix="/tempo")
     return app
