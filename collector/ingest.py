@@ -42,6 +42,7 @@ class Signal:
     from_json: Callable[[bytes], bytes]            # OTLP/JSON → protobuf bytes
     response: Callable[[otlp.Inspection], object]  # the Export…ServiceResponse message
     target: ProtobufTarget
+    repair: Callable[[bytes], bytes]                # a WAL record ClickHouse refused → protobuf's re-encoding
 
 
 class Ingest:
@@ -65,9 +66,12 @@ class Ingest:
                                   "or in the x-tracehouse-api-key header")
         return header if project == ALL_PROJECTS else project
 
-    async def export(self, signal: Signal, body: bytes, *, api_key: str | None, project_header: str | None):
-        """Make the request durable and return the OTLP response message."""
-        project = self.project_for(api_key, project_header)
+    async def export(self, signal: Signal, body: bytes, *, project: str):
+        """Make the request durable and return the OTLP response message.
+
+        `project` comes from `project_for`, which receivers call before reading the body, so an
+        unauthenticated client gets 401 without the collector decompressing or parsing anything.
+        """
         inspection = signal.inspect(body)
         if inspection.items > inspection.rejected:
             payload = body + otlp.batch_trailer(project, self.max_attribute_length)
@@ -86,4 +90,5 @@ TRACES = Signal(
     from_json=otlp.traces_json_to_protobuf,
     response=otlp.traces_response,
     target=store.TRACES,
+    repair=otlp.canonical_record,
 )

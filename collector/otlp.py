@@ -11,8 +11,8 @@ with a copy of the upstream descriptors whose `string` fields are `bytes`.
 from __future__ import annotations
 
 import base64
-import binascii
 import json
+import re
 from dataclasses import dataclass
 
 from google.protobuf import descriptor_pb2, descriptor_pool, json_format, message_factory
@@ -112,6 +112,8 @@ def inspect_traces(body: bytes) -> Inspection:
 # -- OTLP/JSON ------------------------------------------------------------------------------
 
 _ID_FIELDS = ("traceId", "spanId", "parentSpanId", "trace_id", "span_id", "parent_span_id")
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")  # json.loads has already joined the valid pairs
 
 
 def _hex_ids_to_base64(obj: dict) -> None:
@@ -155,10 +157,15 @@ def traces_json_to_protobuf(body: bytes) -> bytes:
     integers as strings or numbers, enums as integers or names; unknown fields are ignored,
     as the OTLP spec requires of receivers.
     """
+    text = body.decode("utf-8", errors="replace")  # invalid UTF-8 is kept as U+FFFD, as on the protobuf path
     try:
-        document = json.loads(body.decode("utf-8", errors="surrogateescape"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        document = json.loads(text)
+        if _SURROGATE_ESCAPE.search(text):  # protobuf refuses a lone \ud800-\udfff; keep it as U+FFFD too
+            document = json.loads(_LONE_SURROGATE.sub("\ufffd", json.dumps(document, ensure_ascii=False)))
+    except json.JSONDecodeError as exc:
         raise BadRequest(f"the body is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise BadRequest("the body is not valid OTLP/JSON: it is nested too deeply") from None
     if not isinstance(document, dict):
         raise BadRequest("OTLP/JSON: the body must be a JSON object with 'resourceSpans'")
     for span in _walk_spans(document):
@@ -171,14 +178,8 @@ def traces_json_to_protobuf(body: bytes) -> bytes:
     request = trace_service_pb2.ExportTraceServiceRequest()
     try:
         json_format.ParseDict(document, request, ignore_unknown_fields=True)
-    except json_format.ParseError as exc:
+    except (json_format.ParseError, ValueError) as exc:
         raise BadRequest(f"OTLP/JSON does not match ExportTraceServiceRequest: {exc}") from None
-    except (UnicodeError, ValueError) as exc:  # lone surrogates and the like
-        document = json.loads(json.dumps(document).encode("utf-8", errors="replace"))
-        try:
-            json_format.ParseDict(document, request, ignore_unknown_fields=True)
-        except (json_format.ParseError, UnicodeError, ValueError):
-            raise BadRequest(f"OTLP/JSON could not be decoded: {exc}") from None
     return request.SerializeToString()
 
 
@@ -217,3 +218,34 @@ def traces_response(inspection: Inspection) -> trace_service_pb2.ExportTraceServ
 
 def response_json(response) -> bytes:
     return json_format.MessageToJson(response, indent=None).encode()
+
+
+def canonical_record(record: bytes) -> bytes:
+    """A WAL record re-encoded by protobuf itself, for ClickHouse to try once more.
+
+    Python's parser accepts some odd but legal encodings (a known field sent with another wire
+    type, a oneof set twice) that ClickHouse's Protobuf format refuses. Re-serializing drops
+    what protobuf would ignore anyway and keeps the last of repeated oneofs, as any reader
+    would; the collector's own trailer fields are carried over.
+    """
+    length, pos = _read_varint(record, 0)
+    message = record[pos:pos + length]
+    request = LenientTracesRequest()
+    request.ParseFromString(message)
+    trailer = {f.field_number: f.data for f in UnknownFieldSet(request) if f.field_number in RESERVED_FIELDS}
+    request.DiscardUnknownFields()
+    project = trailer.get(PROJECT_FIELD, b"")
+    body = request.SerializeToString() + batch_trailer(
+        project.decode(errors="replace") if isinstance(project, bytes) else "", int(trailer.get(MAX_VALUE_LENGTH_FIELD, 0)))
+    return _varint(len(body)) + body
+
+
+def _read_varint(data: bytes, pos: int) -> tuple[int, int]:
+    value = shift = 0
+    while True:
+        byte = data[pos]
+        pos += 1
+        value |= (byte & 0x7F) << shift
+        shift += 7
+        if byte < 0x80:
+            return value, pos

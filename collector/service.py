@@ -6,16 +6,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import socket
 import time
 
-import uvicorn
-
 from tracehouse.config import Settings
+from tracehouse.listen import HttpServer, PortInUse, bind_socket
 from tracehouse.storage.store import Store
 
 from .ingest import TRACES, Ingest
-from .receivers import PortInUse
 from .receivers.grpc import start_grpc_server
 from .receivers.http import otlp_http_app
 from .wal import WriteAheadLog
@@ -24,36 +21,6 @@ from .writer import SegmentWriter
 log = logging.getLogger(__name__)
 
 SIGNALS = (TRACES,)
-
-
-def bind_socket(host: str, port: int, flag: str) -> socket.socket:
-    """A listening TCP socket; a busy port is an error that names the flag to change."""
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # TIME_WAIT only; never two listeners
-    try:
-        sock.bind((host, port))
-    except OSError as exc:
-        sock.close()
-        raise PortInUse(f"cannot listen on {host}:{port} ({exc.strerror}); pick another with {flag} or --host") from None
-    sock.listen(2048)
-    sock.setblocking(False)
-    return sock
-
-
-class QuietServer(uvicorn.Server):
-    """uvicorn without its own signal handling: the process shuts everything down together."""
-
-    def capture_signals(self):
-        import contextlib
-        return contextlib.nullcontext()
-
-
-def http_server(app, sock: socket.socket) -> tuple[QuietServer, asyncio.Task]:
-    config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off",
-                            timeout_graceful_shutdown=5)
-    server = QuietServer(config)
-    return server, asyncio.ensure_future(server.serve(sockets=[sock]))
 
 
 class Collector:
@@ -65,7 +32,7 @@ class Collector:
         self.ingest: Ingest | None = None
         self.grpc_port = self.http_port = 0
         self._grpc = None
-        self._http: tuple[QuietServer, asyncio.Task] | None = None
+        self._http: HttpServer | None = None
 
     def open_wal(self) -> None:
         """Recover the WAL and start moving it into storage (before any listener opens)."""
@@ -73,12 +40,16 @@ class Collector:
         for signal in SIGNALS:
             wal = WriteAheadLog(s.wal_dir / signal.name, segment_max_bytes=s.batch_max_size,
                                 segment_max_age=s.batch_max_delay, max_bytes=s.wal_max_size)
-            recovered = wal.open()
+            try:
+                recovered = wal.open()
+            except RuntimeError as exc:  # its lock is held: two collectors on one --data-dir
+                raise RuntimeError(f"{exc}: another tracehouse process is using --data-dir {s.data_dir}; "
+                                   "stop it, or give this one its own --data-dir") from None
             if recovered:
                 log.info("replaying %d %s segments (%d bytes) left in the write-ahead log",
                          len(recovered), signal.name, sum(seg.size for seg in recovered))
             self.wals[signal.name] = wal
-            writer = SegmentWriter(wal, self.store, signal.target, s.wal_dir / "quarantine")
+            writer = SegmentWriter(wal, self.store, signal.target, s.wal_dir / "quarantine", repair=signal.repair)
             writer.start()
             self.writers.append(writer)
         self.ingest = Ingest(self.settings.load_api_keys(), self.wals, s.max_attribute_length)
@@ -93,10 +64,10 @@ class Collector:
         except PortInUse:
             http_sock.close()
             raise
-        self.http_port = http_sock.getsockname()[1]
         app = otlp_http_app(self.ingest, self.ready, max_size=s.max_request_size,
                             max_decompressed=s.max_decompressed_size)
-        self._http = http_server(app, http_sock)
+        self._http = HttpServer(app, http_sock)
+        self.http_port = self._http.port
         log.info("OTLP/gRPC listening on %s:%d", s.host, self.grpc_port)
         log.info("OTLP/HTTP listening on http://%s:%d (/v1/traces)", s.host, self.http_port)
 
@@ -108,9 +79,7 @@ class Collector:
         if self._grpc is not None:
             await self._grpc.stop(grace=5)
         if self._http is not None:
-            server, task = self._http
-            server.should_exit = True
-            await task
+            await self._http.stop()
         await asyncio.to_thread(self.drain, drain_timeout)
 
     def drain(self, timeout: float) -> None:

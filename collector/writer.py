@@ -7,12 +7,17 @@ backoff; ingest keeps acknowledging until the WAL cap, then answers "retry later
 
 A segment that ClickHouse keeps refusing while it answers other queries would block all data
 behind it. After a few tries such a segment is split into its records; each is inserted on
-its own, and a record that still fails is moved to `quarantine/` beside the WAL and logged.
+its own (with the same retries, so an outage meanwhile quarantines nothing); a refused record
+is re-encoded by protobuf itself and tried once more (Python's parser accepts some legal
+encodings ClickHouse refuses), and one that still fails is moved to `quarantine/` beside the
+WAL and logged.
 """
 from __future__ import annotations
 
 import logging
+import os
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 from tracehouse.storage.store import ProtobufTarget, Store
@@ -43,11 +48,13 @@ def split_records(data: bytes) -> list[bytes]:
 
 class SegmentWriter:
     def __init__(self, wal: WriteAheadLog, store: Store, target: ProtobufTarget, quarantine_dir: Path,
-                 *, min_backoff: float = 0.2, max_backoff: float = 30.0):
+                 *, repair: Callable[[bytes], bytes] | None = None, min_backoff: float = 0.2,
+                 max_backoff: float = 30.0):
         self.wal = wal
         self.store = store
         self.target = target
         self.quarantine_dir = quarantine_dir
+        self.repair = repair
         self.min_backoff = min_backoff
         self.max_backoff = max_backoff
         self.inserted_segments = 0
@@ -81,41 +88,72 @@ class SegmentWriter:
     def _store_segment(self, segment: Segment) -> bool:
         """Insert until stored; False when asked to stop while storage is still failing."""
         token = f"{self.wal.instance_id}-{segment.id}"
-        backoff, attempts = self.min_backoff, 0
         data = self.wal.read(segment)
-        while True:
-            try:
-                self.store.insert_protobuf(self.target, data, token)
-                break
-            except Exception as exc:  # storage errors come in many types; all are retried
-                attempts += 1
-                self.failed_attempts += 1
-                if attempts >= ATTEMPTS_BEFORE_SPLIT and self.store.ping():
-                    log.error("segment %s of %s keeps failing while ClickHouse is up (%s); inserting its records one by one",
-                              segment.id, self.target.table, _first_line(exc))
-                    self._store_records_apart(data, token)
-                    break
-                log.warning("insert into %s failed (attempt %d), retrying in %.1fs: %s",
-                            self.target.table, attempts, backoff, _first_line(exc))
-                if self._stop.wait(backoff):
-                    self.wal.release(segment)
-                    return False
-                backoff = min(backoff * 2, self.max_backoff)
+        try:
+            refusal = self._insert(data, token)
+            if refusal is not None:
+                log.error("segment %s of %s keeps failing while ClickHouse is up (%s); inserting its records one by one",
+                          segment.id, self.target.table, _first_line(refusal))
+                self._store_records_apart(data, token)
+        except _Stopped:
+            self.wal.release(segment)
+            return False
         self.wal.remove(segment)
         self.inserted_segments += 1
         return True
 
-    def _store_records_apart(self, data: bytes, token: str) -> None:
-        for index, record in enumerate(split_records(data)):
+    def _insert(self, data: bytes, token: str) -> Exception | None:
+        """Insert with backoff; the last error if ClickHouse keeps refusing while it answers pings.
+
+        Raises _Stopped when asked to stop while storage is still failing.
+        """
+        backoff, attempts = self.min_backoff, 0
+        while True:
             try:
-                self.store.insert_protobuf(self.target, record, f"{token}-r{index}")
-            except Exception as exc:  # same as above: whatever the type, the record is kept aside
+                self.store.insert_protobuf(self.target, data, token)
+                return None
+            except Exception as exc:  # storage errors come in many types; all are retried
+                attempts += 1
+                self.failed_attempts += 1
+                if attempts >= ATTEMPTS_BEFORE_SPLIT and self.store.ping():
+                    return exc
+                log.warning("insert into %s failed (attempt %d), retrying in %.1fs: %s",
+                            self.target.table, attempts, backoff, _first_line(exc))
+                if self._stop.wait(backoff):
+                    raise _Stopped from exc
+                backoff = min(backoff * 2, self.max_backoff)
+
+    def _store_records_apart(self, data: bytes, token: str) -> None:
+        # Each record gets the same patience as a segment: an outage that starts halfway through
+        # must not send good records to quarantine.
+        for index, record in enumerate(split_records(data)):
+            refusal = self._insert(record, f"{token}-r{index}")
+            if refusal is not None and self.repair is not None:
+                # An odd but legal encoding ClickHouse refuses: protobuf's own re-encoding of it.
+                refusal = self._insert(self.repair(record), f"{token}-r{index}-repaired")
+            if refusal is not None:
                 self.quarantine_dir.mkdir(parents=True, exist_ok=True)
                 path = self.quarantine_dir / f"{self.target.table}-{token}-r{index}.bin"
-                path.write_bytes(record)
+                _write_durably(path, record)  # the segment holding it is deleted next
                 self.quarantined_records += 1
                 log.error("record %d of segment %s refused by ClickHouse, kept in %s: %s",
-                          index, token, path, _first_line(exc))
+                          index, token, path, _first_line(refusal))
+
+
+class _Stopped(Exception):
+    """Asked to stop while storage was still failing; the segment stays in the WAL."""
+
+
+def _write_durably(path: Path, data: bytes) -> None:
+    with open(path, "wb") as file:
+        file.write(data)
+        file.flush()
+        os.fsync(file.fileno())
+    directory = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(directory)
+    finally:
+        os.close(directory)
 
 
 def _first_line(exc: BaseException) -> str:

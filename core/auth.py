@@ -41,18 +41,19 @@ class ApiKeys:
     def parse(cls, text: str, source: str) -> ApiKeys:
         keys: dict[str, str] = {}
         entries = [e.strip() for line in text.splitlines() for e in line.split("#", 1)[0].split(",")]
-        for entry in entries:
-            if not entry:
-                continue
+        # Messages name an entry by its position, never by its text: the text holds a secret.
+        for number, entry in enumerate(filter(None, entries), 1):
             key, sep, project = entry.partition("=")
             if not sep:
                 key, _, project = entry.partition(" ")
             key, project = key.strip(), project.strip()
             if not key or not project:
-                raise ApiKeyError(f"{source}: entry {entry[:8]!r}… must look like key=project (or key=* for all projects)")
+                raise ApiKeyError(f"{source}: entry {number} must look like key=project (or key=* for all projects)")
             if len(key) < 8:
                 raise ApiKeyError(f"{source}: the key for project {project!r} is shorter than 8 characters; use a longer random key")
             keys[key] = project
+        if not keys:  # set but empty would silently turn authentication off
+            raise ApiKeyError(f"{source}: no key=project entries found")
         return cls(keys)
 
     @classmethod

@@ -156,10 +156,12 @@ def resolve(cli: dict[str, Any], environ: dict[str, str] | None = None) -> Setti
                               f"(flag {meta['flag'] or 'none'}, environment {env_name(f.name)})") from None
     settings = Settings(**values)
     if settings.max_decompressed_size < settings.max_request_size:
-        raise ConfigError("--max-decompressed-size must be at least --max-request-size "
-                          f"({settings.max_decompressed_size} < {settings.max_request_size})")
+        raise ConfigError("--max-decompressed-size (TRACEHOUSE_MAX_DECOMPRESSED_SIZE) must be at least "
+                          "--max-request-size (TRACEHOUSE_MAX_REQUEST_SIZE): "
+                          f"{settings.max_decompressed_size} < {settings.max_request_size}")
     ports = [p for p in (settings.grpc_port, settings.http_port, settings.query_port) if p]
     if len(set(ports)) != len(ports):
-        raise ConfigError(f"--grpc-port, --http-port and --query-port must differ (got {ports})")
+        raise ConfigError("--grpc-port, --http-port and --query-port (TRACEHOUSE_GRPC_PORT, TRACEHOUSE_HTTP_PORT, "
+                          f"TRACEHOUSE_QUERY_PORT) must differ; got {ports}")
     settings.load_api_keys()
     return settings

@@ -12,11 +12,11 @@ from google.protobuf import duration_pb2
 from google.rpc import error_details_pb2
 
 from tracehouse.auth import PROJECT_HEADER, key_from_headers
+from tracehouse.listen import PortInUse
 
 from .. import otlp
 from ..ingest import TRACES, Ingest, Signal, Unauthenticated, Unavailable
 from ..wal import WalFull
-from . import PortInUse
 
 log = logging.getLogger(__name__)
 
@@ -35,8 +35,8 @@ def _export_handler(ingest: Ingest, signal: Signal):
     async def export(body: bytes, context: grpc.aio.ServicerContext) -> bytes:
         metadata = {k.lower(): v for k, v in (context.invocation_metadata() or ()) if isinstance(v, str)}
         try:
-            response = await ingest.export(signal, body, api_key=key_from_headers(metadata),
-                                           project_header=metadata.get(PROJECT_HEADER))
+            project = ingest.project_for(key_from_headers(metadata), metadata.get(PROJECT_HEADER))
+            response = await ingest.export(signal, body, project=project)
         except Unauthenticated as exc:
             await context.abort(grpc.StatusCode.UNAUTHENTICATED, str(exc))
         except otlp.BadRequest as exc:

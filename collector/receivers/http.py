@@ -53,14 +53,19 @@ async def read_body(request: Request, max_size: int, max_decompressed: int) -> b
             if received > max_size:
                 raise BodyError(413, f"request body is over the limit of {max_size} bytes (--max-request-size); "
                                      "send smaller batches")
-            if inflater is not None:
-                chunk = inflater.decompress(chunk, max_decompressed - size + 1)
-                if inflater.unconsumed_tail:
+            while inflater is not None and chunk:
+                if inflater.eof:  # the next gzip member: RFC 1952 allows several in a row
+                    inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
+                parts.append(inflater.decompress(chunk, max_decompressed - size + 1))
+                size += len(parts[-1])
+                if inflater.unconsumed_tail or size > max_decompressed:
                     raise _too_big(max_decompressed)
-            size += len(chunk)
-            if size > max_decompressed:
-                raise _too_big(max_decompressed)
-            parts.append(chunk)
+                chunk = inflater.unused_data
+            if inflater is None:
+                size += len(chunk)
+                if size > max_decompressed:
+                    raise _too_big(max_decompressed)
+                parts.append(chunk)
     except zlib.error as exc:
         raise BodyError(400, f"the body is not valid gzip data ({exc})") from None
     if inflater is not None and not inflater.eof:
@@ -94,11 +99,11 @@ def _export_endpoint(ingest: Ingest, signal: Signal, max_size: int, max_decompre
                 f"unsupported Content-Type {content_type or '(none)'!r}; OTLP/HTTP takes "
                 f"{PROTOBUF} or {JSON}", 415)
         try:
+            project = ingest.project_for(key_from_headers(request.headers), request.headers.get(PROJECT_HEADER))
             body = await read_body(request, max_size, max_decompressed)
             if not protobuf:
                 body = signal.from_json(body)
-            response = await ingest.export(signal, body, api_key=key_from_headers(request.headers),
-                                           project_header=request.headers.get(PROJECT_HEADER))
+            response = await ingest.export(signal, body, project=project)
         except ClientDisconnect:
             return Response(status_code=400)
         except BodyError as exc:
