@@ -107,3 +107,23 @@ def test_trace_summary_rolls_up_spans_sent_in_separate_batches(server, store):
         "Project, dateDiff('millisecond', Start, End) FROM tracehouse_traces FINAL WHERE TraceId = {t:String}",
         parameters={"t": trace_id}).result_rows
     assert row == [(2, 1, 1000, 500, 1500, "agent run", "summary-svc", "Ok", "sdk_project", 3000)]
+
+
+def test_an_unknown_span_kind_is_stored_as_unspecified(server, store):
+    import os
+
+    import httpx
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+
+    request = ExportTraceServiceRequest()
+    spans = request.resource_spans.add().scope_spans.add().spans
+    trace_id = os.urandom(16)
+    for kind in (2, 9):  # SERVER, and a number no OTLP version defines
+        spans.add(trace_id=trace_id, span_id=os.urandom(8), name=f"kind-{kind}", kind=kind,
+                  start_time_unix_nano=T0, end_time_unix_nano=T0 + 1)
+    response = httpx.post(f"{server.http_endpoint}/v1/traces", content=request.SerializeToString(),
+                          headers={"Content-Type": "application/x-protobuf"})
+    assert response.status_code == 200
+    server.wait_stored()
+    assert spans_of(store, [trace_id.hex()], "SpanName, SpanKind", order="SpanName") == [
+        {"SpanName": "kind-2", "SpanKind": "Server"}, {"SpanName": "kind-9", "SpanKind": "Unspecified"}]

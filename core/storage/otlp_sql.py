@@ -35,65 +35,39 @@ def key_values_type() -> str:
     return f"Array(Tuple(key String, value {any_value_type()}))"
 
 
-def _json(v: str, level: int) -> str:
-    """JSON text of an AnyValue `v` (strings quoted), as nested inside an array or map."""
-    branches = [
-        f"{v}.value = 'string_value'", f"toJSONString(toValidUTF8({v}.string_value))",
-        f"{v}.value = 'int_value'", f"toString({v}.int_value)",
-        f"{v}.value = 'double_value'", f"toString({v}.double_value)",
-        f"{v}.value = 'bool_value'", f"if({v}.bool_value, 'true', 'false')",
-        f"{v}.value = 'bytes_value'", f"toJSONString(base64Encode({v}.bytes_value))",
-    ]
-    if level < ANY_VALUE_DEPTH:
-        branches += [f"{v}.value IN ('array_value', 'kvlist_value')", _composite_json(v, level)]
-    return f"multiIf({', '.join(branches)}, 'null')"
+def _render(v: str, level: int, *, quoted: bool) -> str:
+    """Text of every AnyValue in the Array(AnyValue) `v` (at nesting `level`), one per element.
 
-
-def _composite_json(v: str, level: int) -> str:
-    """An array or kvlist AnyValue as JSON.
-
-    The elements of both shapes are rendered by one arrayMap over their concatenation (only
-    one of the two is non-empty), so the SQL grows linearly with ANY_VALUE_DEPTH rather than
-    doubling at every level.
+    One arrayMap over the value's subcolumns, with one multiIf branch per oneof variant: arrays
+    and maps recurse into their (usually empty) element arrays, so a request pays only for the
+    nesting it has, and nothing filters or copies whole tuples. `quoted` gives JSON (strings in
+    quotes, unset values null), else the attribute-map text (strings as-is, unset values '').
     """
-    x = f"_x{level}"
-    rendered = (f"arrayMap({x} -> {_json(x, level + 1)}, "
-                f"arrayConcat({v}.array_value.values, {v}.kvlist_value.values.value))")
-    keys = f"{v}.kvlist_value.values.key"
-    members = (f"arrayMap((_k, _r) -> concat(toJSONString(toValidUTF8(_k)), ':', _r), "
-               f"arrayResize({keys}, length(r{level})), {rendered} AS r{level})")
-    return (f"if({v}.value = 'array_value', concat('[', arrayStringConcat(r{level}, ','), ']'), "
-            f"concat('{{', arrayStringConcat({members}, ','), '}}'))")
-
-
-_COMPOSITE = "('array_value', 'kvlist_value')"
-
-
-def _scalars(values: str, *, quoted: bool) -> str:
-    """Render an Array(AnyValue) of scalars, working on whole subcolumns.
-
-    ClickHouse evaluates lambdas over plain arrays far faster than lambdas that reach into
-    each element's tuple, so this is the hot path of ingest. `quoted` gives JSON (strings in
-    quotes, composites as null), else the attribute-map text (composites as '').
-    """
+    p = f"_{level}"
     if quoted:
-        string, bytes_, other = "toJSONString(toValidUTF8(_s))", "toJSONString(base64Encode(_y))", "'null'"
+        string, bytes_, unset = f"toJSONString(toValidUTF8({p}s))", f"toJSONString(base64Encode({p}y))", "'null'"
     else:
-        string, bytes_, other = "toValidUTF8(_s)", "base64Encode(_y)", "''"
-    return (
-        f"arrayMap((_t, _s, _i, _d, _b, _y) -> multiIf(_t = 'string_value', {string}, _t = 'int_value', toString(_i), "
-        f"_t = 'double_value', toString(_d), _t = 'bool_value', if(_b, 'true', 'false'), _t = 'bytes_value', {bytes_}, "
-        f"{other}), {values}.value, {values}.string_value, {values}.int_value, {values}.double_value, "
-        f"{values}.bool_value, {values}.bytes_value)"
-    )
-
-
-def _shallow_composite_json(v: str) -> str:
-    """An array or kvlist of scalars (string[] attributes, flat maps) as JSON: the common case."""
-    array = f"concat('[', arrayStringConcat({_scalars(f'{v}.array_value.values', quoted=True)}, ','), ']')"
-    members = (f"arrayMap((_k, _r) -> concat(toJSONString(toValidUTF8(_k)), ':', _r), {v}.kvlist_value.values.key, "
-               f"{_scalars(f'{v}.kvlist_value.values.value', quoted=True)})")
-    return f"if({v}.value = 'array_value', {array}, concat('{{', arrayStringConcat({members}, ','), '}}'))"
+        string, bytes_, unset = f"toValidUTF8({p}s)", f"base64Encode({p}y)", "''"
+    branches = [f"{p}t = 'string_value', {string}", f"{p}t = 'int_value', toString({p}i)",
+                f"{p}t = 'double_value', toString({p}d)", f"{p}t = 'bool_value', if({p}b, 'true', 'false')",
+                f"{p}t = 'bytes_value', {bytes_}"]
+    params = [f"{p}{x}" for x in "tsidby"]
+    args = [f"{v}.{f}" for f in ("value", "string_value", "int_value", "double_value", "bool_value", "bytes_value")]
+    if level < ANY_VALUE_DEPTH:  # deeper composites arrive as raw bytes: null
+        # Array elements and map members go through one arrayMap over their concatenation (one
+        # of the two is empty), members prefixed with their key, so each level holds one copy
+        # of the next: the SQL, and ClickHouse's per-insert analysis of it, grow linearly with
+        # the depth. (An alias used twice would be cloned by the analyzer, doubling per level.)
+        elements = f"arrayConcat({p}a.values, {p}m.values.value)"
+        prefixes = (f"arrayConcat(arrayMap(_e -> '', {p}a.values.value), "
+                    f"arrayMap(_k -> concat(toJSONString(toValidUTF8(_k)), ':'), {p}m.values.key))")
+        body = (f"arrayStringConcat(arrayMap((_p, _r) -> concat(_p, _r), {prefixes}, "
+                f"{_render(elements, level + 1, quoted=True)}), ',')")
+        branches.append(f"{p}t IN ('array_value', 'kvlist_value'), "
+                        f"concat(if({p}t = 'array_value', '[', '{{'), {body}, if({p}t = 'array_value', ']', '}}'))")
+        params += [f"{p}a", f"{p}m"]
+        args += [f"{v}.array_value", f"{v}.kvlist_value"]
+    return f"arrayMap(({', '.join(params)}) -> multiIf({', '.join(branches)}, {unset}), {', '.join(args)})"
 
 
 def attribute_keys(key_values: str) -> str:
@@ -101,23 +75,8 @@ def attribute_keys(key_values: str) -> str:
 
 
 def attribute_values(key_values: str) -> str:
-    """The attribute-map text of every value of a repeated KeyValue (AsString() semantics).
-
-    Scalars take the fast subcolumn path. Arrays and maps are picked out and rendered apart:
-    those of scalars (string[] attributes, flat maps) by the shallow renderer, anything nested
-    deeper by the recursive one. Each renderer maps over its own filtered array, so a row pays
-    only for the values it has: ClickHouse evaluates both branches of an `if` over arrays.
-    """
-    is_composite = f"arrayMap(_t -> _t IN {_COMPOSITE}, {key_values}.value.value)"
-    composites = f"arrayFilter((_kv, _c) -> _c, {key_values}, {is_composite})"
-    is_nested = (f"arrayMap(_kv -> arrayExists(_t -> _t IN {_COMPOSITE}, "
-                 f"arrayConcat(_kv.value.array_value.values.value, _kv.value.kvlist_value.values.value.value)), {composites})")
-    deep = f"arrayMap(_kv -> {_composite_json('_kv.value', 1)}, arrayFilter((_kv, _n) -> _n, {composites}, {is_nested}))"
-    shallow = f"arrayMap(_kv -> {_shallow_composite_json('_kv.value')}, arrayFilter((_kv, _n) -> NOT _n, {composites}, {is_nested}))"
-    rendered = (f"arrayMap((_n, _dj, _sj) -> if(_n, arrayElement({deep}, _dj), arrayElement({shallow}, _sj)), {is_nested}, "
-                f"arrayCumSum({is_nested}), arrayCumSum(arrayMap(_n -> 1 - _n, {is_nested})))")
-    return (f"arrayMap((_text, _c, _j) -> if(_c, arrayElement({rendered}, _j), _text), "
-            f"{_scalars(f'{key_values}.value', quoted=False)}, {is_composite}, arrayCumSum({is_composite}))")
+    """The attribute-map text of every value of a repeated KeyValue (AsString() semantics)."""
+    return _render(f"{key_values}.value", 1, quoted=False)
 
 
 TRUNCATION_MARK = "…[truncated]"

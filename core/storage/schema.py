@@ -293,9 +293,16 @@ class Schema:
         return [table, self._staging_view()]
 
     def _staging_view(self) -> str:
+        """Explode each request into span rows, in three steps so each value is rendered once.
+
+        1. per resource: its attribute map, service name and project (not once per span);
+        2. per span: the span's attribute keys and values, rendered once for the map and for
+           the list of truncated keys;
+        3. the columns of otel_traces.
+        """
         max_len = "max_value_length"
-        res_keys, res_values = otlp_sql.attribute_keys("rs.resource.attributes"), otlp_sql.attribute_values("rs.resource.attributes")
-        resource = otlp_sql.attributes_map("_res_keys", "_res_values", max_len)
+        resource = otlp_sql.attributes_map(otlp_sql.attribute_keys("rs.resource.attributes"),
+                                           otlp_sql.attribute_values("rs.resource.attributes"), max_len)
         span_attrs = otlp_sql.attributes_map("_span_keys", "_span_values", max_len, mark_truncated=True)
         event_attrs = otlp_sql.attributes_map(otlp_sql.attribute_keys("e.attributes"),
                                               otlp_sql.attribute_values("e.attributes"), max_len)
@@ -305,7 +312,6 @@ class Schema:
         valid = ("length(s.trace_id) = 16 AND s.trace_id != repeat('\\0', 16) "
                  "AND length(s.span_id) = 8 AND s.span_id != repeat('\\0', 8) "
                  "AND length(s.parent_span_id) IN (0, 8)")
-        # The inner query renders attribute values once; the outer one builds the columns.
         return (
             f"CREATE MATERIALIZED VIEW IF NOT EXISTS {self.name(TRACES_STAGING_TABLE + '_mv')}{self.on_cluster}\n"
             f"TO {self.name(TRACES_TABLE)}\nAS SELECT\n"
@@ -315,9 +321,9 @@ class Schema:
             f"    {otlp_sql.hex_id('s.parent_span_id')} AS ParentSpanId,\n"
             "    toValidUTF8(s.trace_state) AS TraceState,\n"
             "    toValidUTF8(s.name) AS SpanName,\n"
-            f"    arrayElement({kinds}, toUInt8(least(greatest(s.kind, 0), 5)) + 1) AS SpanKind,\n"
-            "    ResourceAttributes['service.name'] AS ServiceName,\n"
-            f"    {resource} AS ResourceAttributes,\n"
+            f"    if(s.kind BETWEEN 0 AND 5, arrayElement({kinds}, toUInt8(s.kind) + 1), 'Unspecified') AS SpanKind,\n"
+            "    _service_name AS ServiceName,\n"
+            "    _resource_attributes AS ResourceAttributes,\n"
             "    toValidUTF8(ss.scope.name) AS ScopeName,\n"
             "    toValidUTF8(ss.scope.version) AS ScopeVersion,\n"
             f"    {span_attrs} AS SpanAttributes,\n"
@@ -331,15 +337,20 @@ class Schema:
             f"    arrayMap(l -> {otlp_sql.hex_id('l.span_id')}, s.links) AS `Links.SpanId`,\n"
             "    arrayMap(l -> toValidUTF8(l.trace_state), s.links) AS `Links.TraceState`,\n"
             f"    arrayMap(l -> {link_attrs}, s.links) AS `Links.Attributes`,\n"
-            f"    if(project != '', project, {normalize.project('ResourceAttributes')}) AS Project\n"
+            "    _project AS Project\n"
             "FROM (\n"
-            "    SELECT rs, ss, s, max_value_length, project,\n"
-            f"        {res_keys} AS _res_keys, {res_values} AS _res_values,\n"
+            "    SELECT ss, s, max_value_length, _service_name, _resource_attributes, _project,\n"
             f"        {otlp_sql.attribute_keys('s.attributes')} AS _span_keys,\n"
             f"        {otlp_sql.attribute_values('s.attributes')} AS _span_values\n"
-            f"    FROM {self.name(TRACES_STAGING_TABLE)}\n"
-            "    ARRAY JOIN resource_spans AS rs\n"
-            "    ARRAY JOIN rs.scope_spans AS ss\n"
+            "    FROM (\n"
+            "        SELECT rs.scope_spans AS _scope_spans, max_value_length,\n"
+            f"            {resource} AS _resource_attributes,\n"
+            "            _resource_attributes['service.name'] AS _service_name,\n"
+            f"            if(project != '', project, {normalize.project('_resource_attributes')}) AS _project\n"
+            f"        FROM {self.name(TRACES_STAGING_TABLE)}\n"
+            "        ARRAY JOIN resource_spans AS rs\n"
+            "    )\n"
+            "    ARRAY JOIN _scope_spans AS ss\n"
             "    ARRAY JOIN ss.spans AS s\n"
             f"    WHERE {valid}\n"
             ")"

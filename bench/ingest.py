@@ -1,0 +1,375 @@
+"""End-to-end ingest throughput: OTLP/gRPC in, rows queryable in ClickHouse out (DESIGN §10).
+
+Starts `tracehouse serve` on a fresh data directory and free ports (unless --endpoint points at
+a running collector), then drives it from several client processes with realistic GenAI traces:
+10 spans a trace (an agent root with chain, LLM, retriever and tool children), about 1.5 KB a
+span, gen_ai.* attributes with message JSON, a few `tracehouse.tag.*` tags a trace.
+
+The load generator must not be the bottleneck, so each client process serializes a few request
+templates once and sends raw bytes (no protobuf work per request): every trace and span id in a
+template carries a 4-byte marker that one `bytes.replace` turns into a per-request sequence
+number. Each client keeps a few requests in flight and records each ack's latency.
+
+After --duration seconds the load stops and the script waits until the write-ahead log is
+empty (segments are deleted only once inserted), which is "every acknowledged span is stored".
+It then stops the server with SIGTERM and counts the rows from a fresh process.
+
+    python bench/ingest.py [--duration 60] [--clients 2] [--inflight 4] [--spans-per-request 1000]
+    python bench/ingest.py --endpoint 127.0.0.1:4317    # an already running collector (no row check)
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing as mp
+import os
+import random
+import shutil
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+EXPORT_METHOD = "/opentelemetry.proto.collector.trace.v1.TraceService/Export"
+MARKER = b"\xfe\xfd\xfc\xfb"  # 0xFE never occurs in UTF-8 text, so only the ids contain it
+SPANS_PER_TRACE = 10
+TEMPLATES_PER_CLIENT = 8
+
+# -- workload -----------------------------------------------------------------------------
+
+_WORDS = ("the quick brown fox jumps over a lazy dog while our agent retrieves context from "
+          "vector stores, calls tools and summarizes answers for the customer in plain words").split()
+
+
+def _text(rng: random.Random, words: int) -> str:
+    return " ".join(rng.choice(_WORDS) for _ in range(words))
+
+
+def _messages(rng: random.Random, role: str, words: int) -> str:
+    return json.dumps([{"role": role, "parts": [{"type": "text", "content": _text(rng, words)}]}])
+
+
+def _attrs(span, items: dict) -> None:
+    from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
+
+    for key, value in items.items():
+        kv = KeyValue(key=key)
+        if isinstance(value, bool):
+            kv.value.bool_value = value
+        elif isinstance(value, int):
+            kv.value.int_value = value
+        elif isinstance(value, float):
+            kv.value.double_value = value
+        elif isinstance(value, list):
+            kv.value.array_value.values.extend(AnyValue(string_value=v) for v in value)
+        else:
+            kv.value.string_value = value
+        span.attributes.append(kv)
+
+
+def _trace_spans(rng: random.Random, client: int, trace_index: int, t0: int) -> list:
+    """One trace: agent root → chain → LLM / retriever / tool children (10 spans)."""
+    from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status
+
+    trace_id = MARKER + struct.pack(">IQ", client, trace_index)
+    ids = [MARKER + struct.pack(">HH", trace_index, i + 1) for i in range(SPANS_PER_TRACE)]
+    model = rng.choice(["gpt-4o", "gpt-4o-mini", "claude-sonnet-4-5", "gemini-2.5-flash"])
+    provider = {"gpt": "openai", "cla": "anthropic", "gem": "gcp.gemini"}[model[:3]]
+    plan = ([("invoke_agent research-agent", "invoke_agent", None), ("workflow answer", "invoke_workflow", 0)]
+            + [(f"chat {model}", "chat", 1)] * 4 + [("retrieval docs", "retrieval", 1)] * 2
+            + [("execute_tool web_search", "execute_tool", 1)] * 2)
+    spans = []
+    for i, (name, operation, parent) in enumerate(plan):
+        start = t0 + i * 1_000_000
+        span = Span(trace_id=trace_id, span_id=ids[i], name=name, start_time_unix_nano=start,
+                    end_time_unix_nano=start + rng.randint(50, 3000) * 1_000_000,
+                    kind=Span.SPAN_KIND_CLIENT if operation == "chat" else Span.SPAN_KIND_INTERNAL,
+                    status=Status(code=Status.STATUS_CODE_ERROR if rng.random() < 0.02 else Status.STATUS_CODE_OK))
+        if parent is not None:
+            span.parent_span_id = ids[parent]
+        attrs: dict = {"gen_ai.operation.name": operation}
+        if operation == "invoke_agent":
+            attrs.update({"gen_ai.agent.name": "research-agent", "gen_ai.conversation.id": f"session-{rng.randint(1, 500)}",
+                          "user.id": f"user-{rng.randint(1, 2000)}",
+                          "tracehouse.tag.customer_tier": rng.choice(["free", "pro", "premium"]),
+                          "tracehouse.tag.env": "bench", "tracehouse.tag.release": "2025.10",
+                          "gen_ai.input.messages": _messages(rng, "user", 60),
+                          "gen_ai.output.messages": _messages(rng, "assistant", 90)})
+        elif operation == "invoke_workflow":
+            attrs.update({"gen_ai.input.messages": _messages(rng, "user", 60),
+                          "gen_ai.output.messages": _messages(rng, "assistant", 90)})
+        elif operation == "chat":
+            attrs.update({"gen_ai.provider.name": provider, "gen_ai.request.model": model,
+                          "gen_ai.response.model": model + "-2025-01-01", "gen_ai.request.temperature": 0.2,
+                          "gen_ai.request.max_tokens": 1024, "gen_ai.usage.input_tokens": rng.randint(200, 4000),
+                          "gen_ai.usage.output_tokens": rng.randint(20, 800), "gen_ai.response.id": f"chatcmpl-{rng.getrandbits(64):x}",
+                          "gen_ai.response.finish_reasons": ["stop"], "server.address": "api.example.com",
+                          "gen_ai.input.messages": _messages(rng, "user", 90),
+                          "gen_ai.output.messages": _messages(rng, "assistant", 80)})
+        elif operation == "retrieval":
+            docs = [{"id": f"doc-{rng.randint(1, 10**6)}", "score": round(rng.random(), 3), "content": _text(rng, 25)}
+                    for _ in range(4)]
+            attrs.update({"gen_ai.data_source.id": "kb-main", "gen_ai.retrieval.query.text": _text(rng, 20),
+                          "gen_ai.retrieval.documents": json.dumps(docs), "db.system.name": "qdrant"})
+        else:
+            attrs.update({"gen_ai.tool.name": "web_search", "gen_ai.tool.type": "function",
+                          "gen_ai.tool.call.id": f"call_{rng.getrandbits(48):x}",
+                          "gen_ai.tool.call.arguments": json.dumps({"query": _text(rng, 12), "top_k": 5}),
+                          "gen_ai.tool.call.result": json.dumps({"results": [_text(rng, 30) for _ in range(3)]})})
+        _attrs(span, attrs)
+        spans.append(span)
+    return spans
+
+
+def build_template(seed: int, client: int, traces: int) -> bytes:
+    """One ExportTraceServiceRequest of `traces` traces, serialized, ids carrying MARKER."""
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+    from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans
+
+    rng = random.Random(seed)
+    resource_spans = ResourceSpans()
+    _attrs(resource_spans.resource, {
+        "service.name": f"rag-service-{client % 3}", "service.version": "1.4.2", "deployment.environment": "bench",
+        "telemetry.sdk.language": "python", "telemetry.sdk.name": "opentelemetry", "telemetry.sdk.version": "1.38.0"})
+    scope = resource_spans.scope_spans.add()
+    scope.scope.name, scope.scope.version = "tracehouse.instrumentation.openai", "0.1.0"
+    t0 = time.time_ns()
+    for t in range(traces):
+        scope.spans.extend(_trace_spans(rng, client, t, t0 + t * 10_000_000))
+    return ExportTraceServiceRequest(resource_spans=[resource_spans]).SerializeToString()
+
+
+# -- client processes ---------------------------------------------------------------------
+
+def client_main(client: int, target: str, traces: int, inflight: int, start_at: float, stop_at: float, results) -> None:
+    try:
+        results.put(run_client(client, target, traces, inflight, start_at, stop_at))
+    except BaseException as exc:
+        results.put({"error": f"client {client}: {exc!r}"})
+        raise
+
+
+def run_client(client: int, target: str, traces: int, inflight: int, start_at: float, stop_at: float) -> dict:
+    import grpc
+
+    templates = [build_template(client * 100 + i, client, traces) for i in range(TEMPLATES_PER_CLIENT)]
+    # No proxy: an http_proxy in the environment would route 127.0.0.1 through it.
+    channel = grpc.insecure_channel(target, options=[("grpc.max_send_message_length", 64 << 20),
+                                                     ("grpc.enable_http_proxy", 0)])
+    export = channel.unary_unary(EXPORT_METHOD)  # no serializers: bytes in, bytes out
+    grpc.channel_ready_future(channel).result(timeout=30)
+    spans = traces * SPANS_PER_TRACE
+    lock = threading.Lock()
+    stats = {"acked_spans": 0, "failed": 0, "latencies": [], "errors": {}}
+    seq = [0]
+
+    def next_request() -> bytes:
+        with lock:
+            seq[0] += 1
+            n = seq[0]
+        return templates[n % len(templates)].replace(MARKER, struct.pack(">I", n))
+
+    def worker() -> None:
+        while time.time() < start_at:
+            time.sleep(0.001)
+        while time.time() < stop_at:
+            body = next_request()
+            sent = time.perf_counter()
+            try:
+                export(body, timeout=60)
+            except grpc.RpcError as exc:
+                with lock:
+                    stats["failed"] += 1
+                    code = str(exc.code())
+                    stats["errors"][code] = stats["errors"].get(code, 0) + 1
+                time.sleep(0.2)  # the retryable codes ask us to back off
+                continue
+            latency = time.perf_counter() - sent
+            with lock:
+                stats["acked_spans"] += spans
+                stats["latencies"].append(latency)
+
+    threads = [threading.Thread(target=worker) for _ in range(inflight)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    channel.close()
+    return stats
+
+
+# -- server -------------------------------------------------------------------------------
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def start_server(data_dir: Path, extra: list[str]) -> tuple[subprocess.Popen, int, int, Path]:
+    grpc_port, http_port = free_port(), free_port()
+    log_path = data_dir.parent / "server.log"
+    args = [sys.executable, "-m", "tracehouse", "serve", "--data-dir", str(data_dir), "--grpc-port", str(grpc_port),
+            "--http-port", str(http_port), "--query-port", str(free_port()), "--log-level", "WARNING", *extra]
+    proc = subprocess.Popen(args, stdout=open(log_path, "ab"), stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + 120
+    while True:
+        if proc.poll() is not None:
+            raise SystemExit(f"server exited with {proc.returncode}:\n{log_path.read_text()[-3000:]}")
+        try:  # ready once the gRPC port accepts connections (storage is open by then)
+            socket.create_connection(("127.0.0.1", grpc_port), timeout=1).close()
+            break
+        except OSError:
+            pass
+        if time.monotonic() > deadline:
+            proc.kill()
+            raise SystemExit("server did not become ready in 120 s")
+        time.sleep(0.2)
+    return proc, grpc_port, http_port, log_path
+
+
+def wal_bytes(data_dir: Path) -> int:
+    total = 0
+    for path in (data_dir / "wal").rglob("*.wal"):
+        try:
+            total += path.stat().st_size
+        except FileNotFoundError:
+            pass
+    return total
+
+
+def peak_rss_mb(pid: int) -> float:
+    with open(f"/proc/{pid}/status") as status:
+        for line in status:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def query_fresh(data_dir: Path, sql: str) -> list:
+    """SQL on a stopped server's data directory, from a fresh process (chDB: one per dir)."""
+    code = ("import json, sys; from tracehouse.storage.store import Store; "
+            f"s = Store('chdb://{data_dir / 'clickhouse'}'); "
+            "print(json.dumps(s.query(sys.argv[1]).result_rows, default=str))")
+    out = subprocess.run([sys.executable, "-c", code, sql], capture_output=True, text=True, timeout=300)
+    if out.returncode:
+        raise SystemExit(out.stderr[-3000:])
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def percentile(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+# -- main ---------------------------------------------------------------------------------
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--duration", type=float, default=60.0, help="seconds of load (default 60)")
+    parser.add_argument("--clients", type=int, default=2, help="client processes (default 2)")
+    parser.add_argument("--inflight", type=int, default=4, help="requests in flight per client (default 4)")
+    parser.add_argument("--spans-per-request", type=int, default=1000, help="multiple of 10 (default 1000)")
+    parser.add_argument("--endpoint", help="host:port of a running collector's OTLP/gRPC; no server is started")
+    parser.add_argument("--data-dir", type=Path, help="where the started server keeps its data (default: a temp dir)")
+    parser.add_argument("--keep", action="store_true", help="keep the data directory")
+    parser.add_argument("--server-arg", action="append", default=[], help="extra `tracehouse serve` argument")
+    args = parser.parse_args()
+    traces = max(1, args.spans_per_request // SPANS_PER_TRACE)
+
+    sample = build_template(0, 0, traces)
+    span_bytes = len(sample) / (traces * SPANS_PER_TRACE)
+
+    proc = tmp = None
+    if args.endpoint:
+        target = args.endpoint
+    else:
+        tmp = Path(tempfile.mkdtemp(prefix="tracehouse-bench-"))
+        data_dir = args.data_dir or tmp / "data"
+        proc, grpc_port, _, log_path = start_server(data_dir, args.server_arg)
+        target = f"127.0.0.1:{grpc_port}"
+    load_before = os.getloadavg()
+    try:
+        ctx = mp.get_context("spawn")
+        results = ctx.Queue()
+        start_at = time.time() + 3.0 + 0.5 * args.clients  # after every client built its templates
+        stop_at = start_at + args.duration
+        clients = [ctx.Process(target=client_main, args=(c, target, traces, args.inflight, start_at, stop_at, results))
+                   for c in range(args.clients)]
+        for c in clients:
+            c.start()
+        stats = [results.get(timeout=args.duration + 600) for _ in clients]
+        failures = [s["error"] for s in stats if "error" in s]
+        if failures:
+            raise SystemExit("; ".join(failures))
+        load_end = time.time()
+        for c in clients:
+            c.join()
+        load_during = os.getloadavg()
+        acked = sum(s["acked_spans"] for s in stats)
+        latencies = [x for s in stats for x in s["latencies"]]
+        failed = sum(s["failed"] for s in stats)
+        errors: dict = {}
+        for s in stats:
+            for k, v in s["errors"].items():
+                errors[k] = errors.get(k, 0) + v
+
+        rows = rss = stored_at = None
+        disk: list = []
+        wal_peak_note = ""
+        if proc is not None:
+            while wal_bytes(data_dir) > 0:
+                if proc.poll() is not None:
+                    raise SystemExit(f"server died:\n{log_path.read_text()[-3000:]}")
+                time.sleep(0.05)
+            stored_at = time.time()
+            rss = peak_rss_mb(proc.pid)
+            proc.send_signal(signal.SIGTERM)
+            proc.wait(300)
+            rows = query_fresh(data_dir, "SELECT count() FROM otel_traces")[0][0]
+            disk = query_fresh(data_dir, "SELECT table, sum(rows), sum(bytes_on_disk), sum(data_uncompressed_bytes) "
+                                         "FROM system.parts WHERE active AND database = 'default' "
+                                         "GROUP BY table ORDER BY sum(bytes_on_disk) DESC")
+            wal_peak_note = f"{wal_bytes(data_dir)} B left after drain"
+    finally:
+        if proc is not None and proc.poll() is None:
+            proc.kill()
+        if tmp is not None and not args.keep:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+    run = args.duration
+    print()
+    print(f"tracehouse ingest benchmark: {args.clients} clients x {args.inflight} in flight, "
+          f"{traces * SPANS_PER_TRACE} spans/request ({len(sample) / 1e6:.2f} MB, {span_bytes:.0f} B/span), {run:g} s")
+    print(f"load average before {load_before[0]:.2f}, at end {load_during[0]:.2f} ({os.cpu_count()} cores)")
+    print("-" * 60)
+    line = "{:<38}{:>20}".format
+    print(line("acked spans", f"{acked:,}"))
+    print(line("failed requests (retryable)", f"{failed:,} {errors or ''}"))
+    print(line("acked spans/s during the run", f"{acked / run:,.0f}"))
+    if stored_at is not None:
+        total = stored_at - start_at
+        print(line("spans/s end to end (acked/time stored)", f"{acked / total:,.0f}"))
+        print(line("  time until all stored", f"{total:.1f} s (drain {stored_at - load_end:.1f} s)"))
+    print(line("ack latency p50", f"{percentile(latencies, 0.50) * 1e3:.1f} ms"))
+    print(line("ack latency p99", f"{percentile(latencies, 0.99) * 1e3:.1f} ms"))
+    if rows is not None:
+        print(line("rows in otel_traces", f"{rows:,}" + ("" if rows == acked else f" (acked {acked:,}!)")))
+        total_bytes = sum(int(r[2]) for r in disk)
+        for table, nrows, on_disk, raw in disk:
+            print(line(f"  {table}", f"{int(on_disk) / max(rows, 1):.0f} B/span"))
+        print(line("bytes on disk per span (all tables)", f"{total_bytes / max(rows, 1):.0f} B"))
+        print(line("write-ahead log after drain", wal_peak_note))
+        print(line("server peak RSS (VmHWM)", f"{rss:,.0f} MB"))
+    print("-" * 60)
+
+
+if __name__ == "__main__":
+    main()
