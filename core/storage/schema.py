@@ -81,8 +81,8 @@ class Schema:
         days = self.options.retention_days
         return f"TTL {column_expr} + toIntervalDay({int(days)})\n" if days else ""
 
-    def _settings(self, dedup: bool = True) -> str:
-        settings = ["index_granularity = 8192", "ttl_only_drop_parts = 1"]
+    def _settings(self, dedup: bool = True, drop_whole_parts: bool = True) -> str:
+        settings = ["index_granularity = 8192", f"ttl_only_drop_parts = {int(drop_whole_parts)}"]
         if dedup and not self.options.cluster:  # replicated tables deduplicate by default
             settings.append(f"non_replicated_deduplication_window = {int(self.options.dedup_window)}")
         return "SETTINGS " + ", ".join(settings)
@@ -243,8 +243,12 @@ class Schema:
             "    INDEX idx_start Start TYPE minmax GRANULARITY 1",
             "    INDEX idx_session SessionId TYPE bloom_filter(0.01) GRANULARITY 1",
         ])
-        clauses = ("PARTITION BY toDate(Start)\nORDER BY (Project, TraceId)\n"
-                   + self._ttl("toDateTime(Start)") + self._settings())
+        # Partitioned by a hash of the trace id, not by time: all partial rows of a trace then
+        # share a partition, so readers may use FINAL with do_not_merge_across_partitions_select_final
+        # (store.READ_SETTINGS), which merges partitions apart and is several times faster. Old
+        # rows leave by row-level TTL, since a part mixes times.
+        clauses = ("PARTITION BY cityHash64(TraceId) % 8\nORDER BY (Project, TraceId)\n"
+                   + self._ttl("toDateTime(Start)") + self._settings(drop_whole_parts=False))
         root = "ParentSpanId = ''"
         view = (
             f"CREATE MATERIALIZED VIEW IF NOT EXISTS {self.name(TRACE_SUMMARY_TABLE + '_mv')}{self.on_cluster}\n"

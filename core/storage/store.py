@@ -33,6 +33,10 @@ class ProtobufTarget:
 
 TRACES = ProtobufTarget(TRACES_STAGING_TABLE, TRACES_PROTO_FILE, TRACES_PROTO_MESSAGE)
 
+# Settings for every statement. FINAL may merge each partition on its own because the
+# summary table keeps all rows of a trace in one partition (schema.trace_summaries).
+READ_SETTINGS = {"do_not_merge_across_partitions_select_final": 1}
+
 
 def database_of(dsn: str) -> str:
     """The database a DSN names (`http://host:8123/db`); chDB and bare URLs use `default`."""
@@ -60,8 +64,11 @@ class Store:
                                            retention_days=retention_days))
         try:
             # No HTTP session: sessions serialize a client's queries on the server.
-            extra = {} if self.embedded else {"autogenerate_session_id": False}
+            extra = {} if self.embedded else {"autogenerate_session_id": False, "settings": READ_SETTINGS}
             self.client = clickhouse_connect.get_client(dsn=dsn, **extra)
+            if self.embedded:  # the embedded connection keeps session settings; no need to send them each time
+                for name, value in READ_SETTINGS.items():
+                    self.client.command(f"SET {name} = {int(value)}")
         except Exception as exc:  # connection errors come in many types; all mean the same here
             raise StorageError(f"cannot connect to ClickHouse at {redact(dsn)}: {exc}") from exc
         self._proto_text: dict[str, str] = {}
