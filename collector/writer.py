@@ -3,7 +3,8 @@
 Each segment is one insert whose deduplication token is derived from the WAL's instance id and
 the segment id, so inserting a segment again after a crash (inserted, not yet deleted) stores
 nothing twice. While ClickHouse fails, segments stay in the WAL and the writer retries with
-backoff; ingest keeps acknowledging until the WAL cap, then answers "retry later".
+backoff (capped at a few seconds, so recovery is noticed before clients that were told to
+retry give up); ingest keeps acknowledging until the WAL cap, then answers "retry later".
 
 A segment that ClickHouse keeps refusing while it answers other queries would block all data
 behind it. After a few tries such a segment is split into its records; each is inserted on
@@ -49,7 +50,7 @@ def split_records(data: bytes) -> list[bytes]:
 class SegmentWriter:
     def __init__(self, wal: WriteAheadLog, store: Store, target: ProtobufTarget, quarantine_dir: Path,
                  *, repair: Callable[[bytes], bytes] | None = None, min_backoff: float = 0.2,
-                 max_backoff: float = 30.0):
+                 max_backoff: float = 5.0):
         self.wal = wal
         self.store = store
         self.target = target
