@@ -20,6 +20,8 @@ from google.protobuf.message import DecodeError
 from google.protobuf.unknown_fields import UnknownFieldSet
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
 
+from .wal import encode_varint, read_varint
+
 ZERO_TRACE_ID = bytes(16)
 ZERO_SPAN_ID = bytes(8)
 
@@ -185,18 +187,6 @@ def traces_json_to_protobuf(body: bytes) -> bytes:
 
 # -- responses and the collector's trailer --------------------------------------------------
 
-def _varint(value: int) -> bytes:
-    out = bytearray()
-    while True:
-        byte = value & 0x7F
-        value >>= 7
-        if value:
-            out.append(byte | 0x80)
-        else:
-            out.append(byte)
-            return bytes(out)
-
-
 def batch_trailer(project: str, max_value_length: int) -> bytes:
     """Protobuf fields the collector appends to a request before it goes to the WAL.
 
@@ -204,8 +194,8 @@ def batch_trailer(project: str, max_value_length: int) -> bytes:
     last-one-wins rule for scalars), so a client cannot pick another project this way.
     """
     project_bytes = project.encode()
-    return (_varint(MAX_VALUE_LENGTH_FIELD << 3) + _varint(max_value_length)
-            + _varint(PROJECT_FIELD << 3 | 2) + _varint(len(project_bytes)) + project_bytes)
+    return (encode_varint(MAX_VALUE_LENGTH_FIELD << 3) + encode_varint(max_value_length)
+            + encode_varint(PROJECT_FIELD << 3 | 2) + encode_varint(len(project_bytes)) + project_bytes)
 
 
 def traces_response(inspection: Inspection) -> trace_service_pb2.ExportTraceServiceResponse:
@@ -228,7 +218,7 @@ def canonical_record(record: bytes) -> bytes:
     what protobuf would ignore anyway and keeps the last of repeated oneofs, as any reader
     would; the collector's own trailer fields are carried over.
     """
-    length, pos = _read_varint(record, 0)
+    length, pos = read_varint(record, 0)
     message = record[pos:pos + length]
     request = LenientTracesRequest()
     request.ParseFromString(message)
@@ -237,15 +227,5 @@ def canonical_record(record: bytes) -> bytes:
     project = trailer.get(PROJECT_FIELD, b"")
     body = request.SerializeToString() + batch_trailer(
         project.decode(errors="replace") if isinstance(project, bytes) else "", int(trailer.get(MAX_VALUE_LENGTH_FIELD, 0)))
-    return _varint(len(body)) + body
+    return encode_varint(len(body)) + body
 
-
-def _read_varint(data: bytes, pos: int) -> tuple[int, int]:
-    value = shift = 0
-    while True:
-        byte = data[pos]
-        pos += 1
-        value |= (byte & 0x7F) << shift
-        shift += 7
-        if byte < 0x80:
-            return value, pos

@@ -71,7 +71,7 @@ class _ActiveSegment:
     records: int = 0
 
 
-def _encode_varint(value: int) -> bytes:
+def encode_varint(value: int) -> bytes:
     out = bytearray()
     while value > 0x7F:
         out.append((value & 0x7F) | 0x80)
@@ -83,10 +83,10 @@ def _encode_varint(value: int) -> bytes:
 def _frame(payload: bytes) -> tuple[bytes, bytes, bytes]:
     """Split a record into buffers so the payload is written without being copied."""
     trailer = _CRC_TAG + zlib.crc32(payload).to_bytes(4, "little")
-    return _encode_varint(len(payload) + _TRAILER_SIZE), payload, trailer
+    return encode_varint(len(payload) + _TRAILER_SIZE), payload, trailer
 
 
-def _read_varint(data: bytes, pos: int) -> tuple[int, int] | None:
+def read_varint(data: bytes, pos: int) -> tuple[int, int] | None:
     """Return (value, position after it), or None if the varint is cut off or too long."""
     value = shift = 0
     for i in range(pos, min(pos + 10, len(data))):
@@ -98,12 +98,22 @@ def _read_varint(data: bytes, pos: int) -> tuple[int, int] | None:
     return None
 
 
+def split_records(data: bytes) -> list[bytes]:
+    """The records of a (valid) segment, each still framed as ClickHouse reads it."""
+    records, pos = [], 0
+    while pos < len(data):
+        length, body = read_varint(data, pos)
+        records.append(data[pos:body + length])
+        pos = body + length
+    return records
+
+
 def _valid_prefix(data: bytes) -> tuple[int, int]:
     """Return (length, record count) of the longest prefix made of intact records."""
     view = memoryview(data)  # crc the payloads without copying them
     pos = records = 0
     while pos < len(data):
-        header = _read_varint(data, pos)
+        header = read_varint(data, pos)
         if header is None:
             break
         length, start = header

@@ -23,28 +23,11 @@ from pathlib import Path
 
 from tracehouse.storage.store import ProtobufTarget, Store
 
-from .wal import Segment, WriteAheadLog
+from .wal import Segment, WriteAheadLog, split_records
 
 log = logging.getLogger(__name__)
 
 ATTEMPTS_BEFORE_SPLIT = 3
-
-
-def split_records(data: bytes) -> list[bytes]:
-    """The length-delimited records of a segment, each still framed as ClickHouse reads it."""
-    records, pos = [], 0
-    while pos < len(data):
-        length, shift, start = 0, 0, pos
-        while True:
-            byte = data[pos]
-            pos += 1
-            length |= (byte & 0x7F) << shift
-            shift += 7
-            if byte < 0x80:
-                break
-        pos += length
-        records.append(data[start:pos])
-    return records
 
 
 class SegmentWriter:
