@@ -38,7 +38,7 @@ def open_store(settings: Settings) -> Store:
 
 
 def _storage_hint(message: str, settings: Settings) -> str:
-    if "EmbeddedServer" in message or "already" in message.lower() and settings.clickhouse_url is None:
+    if settings.clickhouse_url is None and ("EmbeddedServer" in message or "already" in message.lower()):
         return (f"cannot open embedded storage in {settings.data_dir}: another process is using it. "
                 "Stop that process, or give this one its own --data-dir.")
     return message
