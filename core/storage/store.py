@@ -95,18 +95,22 @@ class Store:
 
     # -- ingest -----------------------------------------------------------------------------
 
-    def proto_text(self, target: ProtobufTarget) -> str:
+    def _format_schema(self, target: ProtobufTarget) -> dict:
+        """Where ClickHouse finds the .proto: our installed file for the embedded engine; the
+        text itself for a server, which cannot read our files. (chDB would copy schema text
+        into a __cache__ folder in the working directory.)"""
+        proto = resources.files("tracehouse.proto").joinpath(target.proto_file)
+        if self.embedded:
+            return {"format_schema": f"{proto}:{target.message}"}
         if target.proto_file not in self._proto_text:
-            self._proto_text[target.proto_file] = (
-                resources.files("tracehouse.proto").joinpath(target.proto_file).read_text())
-        return self._proto_text[target.proto_file]
+            self._proto_text[target.proto_file] = proto.read_text()
+        return {"format_schema_source": "string", "format_schema": self._proto_text[target.proto_file],
+                "format_schema_message_name": target.message}
 
     def insert_protobuf(self, target: ProtobufTarget, data: bytes, dedup_token: str) -> None:
         """Insert length-delimited protobuf messages (a WAL segment) in one idempotent insert."""
         settings = {
-            "format_schema_source": "string",
-            "format_schema": self.proto_text(target),
-            "format_schema_message_name": target.message,
+            **self._format_schema(target),
             "input_format_protobuf_oneof_presence": 1,
             "insert_deduplicate": 1,
             "deduplicate_blocks_in_dependent_materialized_views": 1,
