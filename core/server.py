@@ -10,7 +10,7 @@ import logging
 import signal
 
 from .config import Settings
-from .listen import HttpServer, bind_socket
+from .listen import HttpServer, PortInUse, bind_socket
 from .storage.store import StorageError, Store, redact
 
 log = logging.getLogger("tracehouse")
@@ -48,6 +48,9 @@ async def run(settings: Settings, *, collector: bool = True, query: bool = True)
     """`serve` runs both parts; `collector` and `query` run one each, for scale-out."""
     from tracehouse.collector.service import Collector
 
+    ports = [(settings.grpc_port, "--grpc-port"), (settings.http_port, "--http-port")] if collector else []
+    ports += [(settings.query_port, "--query-port")] if query else []
+    check_ports_free(settings.host, ports)  # before storage, which takes seconds to open
     store = await asyncio.to_thread(open_store, settings)
     parts = []
     if collector:
@@ -75,6 +78,16 @@ async def run(settings: Settings, *, collector: bool = True, query: bool = True)
             await part.stop()
         store.close()
         log.info("stopped")
+
+
+def check_ports_free(host: str, ports: list[tuple[int, str]]) -> None:
+    """Fail fast on a busy port; the listeners bind for real once storage is open."""
+    for port, flag in ports:
+        if port:
+            try:
+                bind_socket(host, port, flag).close()
+            except PortInUse as exc:
+                raise StartupError(str(exc)) from None
 
 
 class QueryService:

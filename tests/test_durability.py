@@ -564,7 +564,7 @@ def test_a_second_serve_on_a_busy_port_or_data_dir_exits_2_and_sigint_stops_the_
                 + ["--clickhouse", f"chdb://{tmp_path / 'other-storage'}"],
                 [str(first.data_dir), "another tracehouse process is using --data-dir"]),
         }
-        # Started together: each one opens its own storage before it binds.
+        # Started together. A busy port is refused before storage opens, so those leave no data dir.
         seconds = {name: subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
                    for name, (argv, _) in cases.items()}
         for name, process in seconds.items():
@@ -575,6 +575,7 @@ def test_a_second_serve_on_a_busy_port_or_data_dir_exits_2_and_sigint_stops_the_
             for word in cases[name][1]:
                 assert word in error[0], f"{name}: {word!r} missing from {error[0]!r}"
             assert "Traceback" not in output, output
+        assert not (tmp_path / "g").exists() and not (tmp_path / "h").exists()
         # The first server is unharmed: nobody took part of its traffic or its write-ahead log.
         acked = send_acknowledged(first.grpc_port, first.http_port, requests=5)
     finally:
