@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from tracehouse.storage.store import Store
 
 from . import filters
-from .traces import QueryError, project_scope
+from .traces import QueryError, project_scope, time_range
 
 SPAN_GROUPS = {
     "model": "if(s.ResponseModel != '', s.ResponseModel, s.RequestModel)",
@@ -72,10 +72,7 @@ def aggregate_sql(query: AggregateQuery, allowed_projects: list[str] | None) -> 
         keys.insert(0, ("bucket_start_ms",
                         f"toUnixTimestamp64Milli(toDateTime64(toStartOfInterval({m['time']}, toIntervalSecond({width})), 3))"))
     where = [project_scope(params, m["project"], query.projects, allowed_projects)]
-    if query.start_ms is not None:
-        where.append(f"{m['time']} >= fromUnixTimestamp64Milli({params.bind(int(query.start_ms), 'Int64')})")
-    if query.end_ms is not None:
-        where.append(f"{m['time']} < fromUnixTimestamp64Milli({params.bind(int(query.end_ms), 'Int64')})")
+    where += time_range(params, m["time"], query.start_ms, query.end_ms)
     if query.filter_string and query.filter_string.strip():
         compile_filter = filters.compile_span_filter if spans else filters.compile_trace_filter
         where.append(f"({compile_filter(filters.parse(query.filter_string), params)})")

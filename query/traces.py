@@ -109,42 +109,45 @@ def decode_page_token(token: str | None) -> int:
     return offset
 
 
-def search_sql(query: TraceQuery, allowed_projects: list[str] | None) -> tuple[str, dict, int]:
-    """SQL, parameters and offset for one page of trace search.
+def time_range(params, column: str, start_ms: int | None, end_ms: int | None) -> list[str]:
+    """Conditions keeping `column` in [start_ms, end_ms), both optional."""
+    conditions = []
+    if start_ms is not None:
+        conditions.append(f"{column} >= fromUnixTimestamp64Milli({params.bind(int(start_ms), 'Int64')})")
+    if end_ms is not None:
+        conditions.append(f"{column} < fromUnixTimestamp64Milli({params.bind(int(end_ms), 'Int64')})")
+    return conditions
+
+
+def fetch_page(store: Store, sql: str, params, query: TraceQuery):
+    """One page of `sql` (which has no LIMIT) as a pyarrow Table, and the next page's token."""
+    if not 1 <= query.max_results <= MAX_RESULTS_LIMIT:
+        raise QueryError(f"max_results must be between 1 and {MAX_RESULTS_LIMIT}")
+    offset = decode_page_token(query.page_token)
+    sql += f"\nLIMIT {params.bind(query.max_results + 1, 'UInt32')} OFFSET {params.bind(offset, 'UInt64')}"
+    table = store.query_arrow(sql, parameters=params.values)
+    if table.num_rows <= query.max_results:
+        return table, None
+    return table.slice(0, query.max_results), encode_page_token(offset + query.max_results)
+
+
+def search(store: Store, query: TraceQuery, allowed_projects: list[str] | None):
+    """One page of traces, and the token of the next page (or None).
 
     `allowed_projects` is what the caller's API key may read (None: all); the requested
     projects are intersected with it, never widened.
     """
-    if not 1 <= query.max_results <= MAX_RESULTS_LIMIT:
-        raise QueryError(f"max_results must be between 1 and {MAX_RESULTS_LIMIT}")
     params = filters.ParamCounter()
     # Conditions on the sorting key (Project, TraceId) go to PREWHERE: every partial row of a
     # trace shares them, so filtering before FINAL merges is exact, and it spares the merge of
     # everything else. Conditions on merged values (Start, Tags, …) must stay in WHERE.
     prewhere = project_scope(params, "t.Project", query.projects, allowed_projects)
-    where = ["1"]
-    if query.start_ms is not None:
-        where.append(f"t.Start >= fromUnixTimestamp64Milli({params.bind(int(query.start_ms), 'Int64')})")
-    if query.end_ms is not None:
-        where.append(f"t.Start < fromUnixTimestamp64Milli({params.bind(int(query.end_ms), 'Int64')})")
+    where = ["1", *time_range(params, "t.Start", query.start_ms, query.end_ms)]
     if query.filter_string and query.filter_string.strip():
         where.append(f"({filters.compile_trace_filter(filters.parse(query.filter_string), params)})")
-    offset = decode_page_token(query.page_token)
     sql = (f"SELECT {SUMMARY_COLUMNS}\nFROM tracehouse_traces AS t FINAL\nPREWHERE {prewhere}\n"
-           f"WHERE {' AND '.join(where)}\nORDER BY {_order_clause(query.order_by)}\n"
-           f"LIMIT {params.bind(query.max_results + 1, 'UInt32')} OFFSET {params.bind(offset, 'UInt64')}")
-    return sql, params.values, offset
-
-
-def search(store: Store, query: TraceQuery, allowed_projects: list[str] | None):
-    """One page of traces as a pyarrow Table, and the token of the next page (or None)."""
-    sql, params, offset = search_sql(query, allowed_projects)
-    table = store.query_arrow(sql, parameters=params)
-    next_token = None
-    if table.num_rows > query.max_results:
-        table = table.slice(0, query.max_results)
-        next_token = encode_page_token(offset + query.max_results)
-    return table, next_token
+           f"WHERE {' AND '.join(where)}\nORDER BY {_order_clause(query.order_by)}")
+    return fetch_page(store, sql, params, query)
 
 
 SPAN_COLUMNS = """
@@ -230,25 +233,14 @@ def get_trace(store: Store, trace_id: str, allowed_projects: list[str] | None) -
 
 def search_spans(store: Store, query: TraceQuery, allowed_projects: list[str] | None):
     """One page of spans matching the filter language at span level, newest first."""
-    if not 1 <= query.max_results <= MAX_RESULTS_LIMIT:
-        raise QueryError(f"max_results must be between 1 and {MAX_RESULTS_LIMIT}")
     params = filters.ParamCounter()
-    where = [project_scope(params, "s.Project", query.projects, allowed_projects)]
-    if query.start_ms is not None:
-        where.append(f"s.Timestamp >= fromUnixTimestamp64Milli({params.bind(int(query.start_ms), 'Int64')})")
-    if query.end_ms is not None:
-        where.append(f"s.Timestamp < fromUnixTimestamp64Milli({params.bind(int(query.end_ms), 'Int64')})")
+    where = [project_scope(params, "s.Project", query.projects, allowed_projects),
+             *time_range(params, "s.Timestamp", query.start_ms, query.end_ms)]
     if query.filter_string and query.filter_string.strip():
         where.append(f"({filters.compile_span_filter(filters.parse(query.filter_string), params)})")
-    offset = decode_page_token(query.page_token)
     sql = (f"SELECT TraceId AS trace_id, {SPAN_COLUMNS}\nFROM otel_traces AS s\nWHERE {' AND '.join(where)}\n"
-           f"ORDER BY s.Timestamp DESC, s.SpanId\n"
-           f"LIMIT {params.bind(query.max_results + 1, 'UInt32')} OFFSET {params.bind(offset, 'UInt64')}")
-    table = store.query_arrow(sql, parameters=params.values)
-    next_token = None
-    if table.num_rows > query.max_results:
-        table, next_token = table.slice(0, query.max_results), encode_page_token(offset + query.max_results)
-    return table, next_token
+           "ORDER BY s.Timestamp DESC, s.SpanId")
+    return fetch_page(store, sql, params, query)
 
 
 def list_sessions(store: Store, projects: list[str] | None, allowed_projects: list[str] | None,
@@ -257,12 +249,8 @@ def list_sessions(store: Store, projects: list[str] | None, allowed_projects: li
     if not 1 <= max_results <= MAX_RESULTS_LIMIT:
         raise QueryError(f"max_results must be between 1 and {MAX_RESULTS_LIMIT}")
     params = filters.ParamCounter()
-    prewhere = project_scope(params, "t.Project", projects, allowed_projects)  # key column: see search_sql
-    where = ["t.SessionId != ''"]
-    if start_ms is not None:
-        where.append(f"t.Start >= fromUnixTimestamp64Milli({params.bind(int(start_ms), 'Int64')})")
-    if end_ms is not None:
-        where.append(f"t.Start < fromUnixTimestamp64Milli({params.bind(int(end_ms), 'Int64')})")
+    prewhere = project_scope(params, "t.Project", projects, allowed_projects)  # key column: see search()
+    where = ["t.SessionId != ''", *time_range(params, "t.Start", start_ms, end_ms)]
     sql = f"""
 SELECT t.SessionId AS session_id, any(t.Project) AS project, any(t.UserId) AS user_id,
        count() AS trace_count, toUnixTimestamp64Milli(min(t.Start)) AS first_trace_time,
@@ -281,7 +269,7 @@ LIMIT {params.bind(max_results, 'UInt32')}"""
 def session_traces(store: Store, session_id: str, allowed_projects: list[str] | None):
     """One session's traces in the order they happened, with their inputs and outputs."""
     params = filters.ParamCounter()
-    prewhere = project_scope(params, "t.Project", None, allowed_projects)  # key column: see search_sql
+    prewhere = project_scope(params, "t.Project", None, allowed_projects)  # key column: see search()
     where = f"t.SessionId = {params.bind(session_id, 'String')}"
     sql = (f"SELECT {SUMMARY_COLUMNS}\nFROM tracehouse_traces AS t FINAL\nPREWHERE {prewhere}\nWHERE {where}\n"
            f"ORDER BY t.Start, t.TraceId LIMIT {MAX_RESULTS_LIMIT}")
