@@ -40,7 +40,7 @@ from tracehouse.storage.store import Store
 from . import otlp_out
 from .filters import ParamCounter
 from .traceql import TraceQLError, parse_duration
-from .traces import QueryError
+from .traces import QueryError, integer_param
 
 DEFAULT_LIMIT = 100
 MAX_LIMIT = 10_000
@@ -295,15 +295,6 @@ def trace_summaries(store: Store, query: SpanQuery, allowed: list[str] | None) -
 
 # -- request parameters ---------------------------------------------------------------------
 
-def _integer(value: str | None, name: str) -> int | None:
-    if value in (None, ""):
-        return None
-    try:
-        return int(value)
-    except ValueError:
-        raise QueryError(f"{name} must be an integer, not {value[:40]!r}") from None
-
-
 def _duration(value: str | None, name: str) -> int | None:
     if value in (None, ""):
         return None
@@ -349,13 +340,13 @@ def _tags(params) -> dict[str, str]:
 
 
 def v1_query(params) -> SpanQuery:
-    start_us, end_us = _integer(params.get("start"), "start"), _integer(params.get("end"), "end")
+    start_us, end_us = integer_param(params.get("start"), "start"), integer_param(params.get("end"), "end")
     return SpanQuery(
         service=params.get("service") or None, operation=params.get("operation") or None, tags=_tags(params),
         start_ns=None if start_us is None else start_us * 1000, end_ns=None if end_us is None else end_us * 1000,
         min_duration_ns=_duration(params.get("minDuration"), "minDuration"),
         max_duration_ns=_duration(params.get("maxDuration"), "maxDuration"),
-        limit=_integer(params.get("limit"), "limit") or DEFAULT_LIMIT)
+        limit=integer_param(params.get("limit"), "limit") or DEFAULT_LIMIT)
 
 
 def v3_query(params) -> SpanQuery:
@@ -378,7 +369,7 @@ def v3_query(params) -> SpanQuery:
         end_ns=_rfc3339_ns(get("startTimeMax", "start_time_max"), "query.startTimeMax"),
         min_duration_ns=_duration(get("durationMin", "duration_min"), "query.durationMin"),
         max_duration_ns=_duration(get("durationMax", "duration_max"), "query.durationMax"),
-        limit=_integer(get("searchDepth", "search_depth") or params.get("query.num_traces"), "query.searchDepth")
+        limit=integer_param(get("searchDepth", "search_depth") or params.get("query.num_traces"), "query.searchDepth")
         or DEFAULT_LIMIT)
 
 
@@ -474,8 +465,8 @@ def router(store: Store, caller_projects: Callable) -> APIRouter:
     async def list_dependencies(request: Request, allowed=Depends(caller_projects)):
         params = request.query_params
         try:
-            end_ms = _integer(params.get("endTs"), "endTs") or _now_ns() // 10**6
-            lookback_ms = _integer(params.get("lookback"), "lookback") or DEFAULT_LOOKBACK_MS
+            end_ms = integer_param(params.get("endTs"), "endTs") or _now_ns() // 10**6
+            lookback_ms = integer_param(params.get("lookback"), "lookback") or DEFAULT_LOOKBACK_MS
         except QueryError as exc:
             return v1_error(400, str(exc))
         links, error = await _call(v1_error, dependencies, store, end_ms, lookback_ms, params.get("service"), allowed)

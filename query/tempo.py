@@ -40,7 +40,7 @@ from tracehouse.storage.store import Store
 from . import otlp_out, traceql
 from .filters import ParamCounter
 from .traceql import Attribute, TraceQLError
-from .traces import QueryError
+from .traces import QueryError, integer_param
 
 DEFAULT_LIMIT = 20
 MAX_LIMIT = 10_000
@@ -290,17 +290,8 @@ def trace_by_id_response(trace: bytes) -> bytes:
 
 # -- request parameters ---------------------------------------------------------------------
 
-def _integer(value: str | None, name: str) -> int | None:
-    if value in (None, ""):
-        return None
-    try:
-        return int(value)
-    except ValueError:
-        raise QueryError(f"{name} must be an integer, not {value[:40]!r}") from None
-
-
 def _seconds_range(params) -> tuple[int | None, int | None]:
-    start, end = _integer(params.get("start"), "start"), _integer(params.get("end"), "end")
+    start, end = integer_param(params.get("start"), "start"), integer_param(params.get("end"), "end")
     return (None if not start else start * 10**9), (None if not end else (end + 1) * 10**9 - 1)
 
 
@@ -334,8 +325,8 @@ def search_query(params) -> TempoSearch:
     return TempoSearch(q=params.get("q") or "", tags=_logfmt(params.get("tags")),
                        min_duration_ns=_duration(params.get("minDuration"), "minDuration"),
                        max_duration_ns=_duration(params.get("maxDuration"), "maxDuration"),
-                       limit=_integer(params.get("limit"), "limit") or DEFAULT_LIMIT,
-                       spans_per_spanset=_integer(params.get("spss"), "spss") or DEFAULT_SPANS_PER_SPANSET,
+                       limit=integer_param(params.get("limit"), "limit") or DEFAULT_LIMIT,
+                       spans_per_spanset=integer_param(params.get("spss"), "spss") or DEFAULT_SPANS_PER_SPANSET,
                        start_ns=start_ns, end_ns=end_ns)
 
 
@@ -375,7 +366,7 @@ def router(store: Store, caller_projects: Callable, *, v1_trace_by_id: bool = Tr
     def tag_request(request: Request):
         params = request.query_params
         start_ns, end_ns = _seconds_range(params)
-        limit = _integer(params.get("limit"), "limit") or DEFAULT_TAG_LIMIT
+        limit = integer_param(params.get("limit"), "limit") or DEFAULT_TAG_LIMIT
         return params.get("q") or "", start_ns, end_ns, min(limit, MAX_LIMIT)
 
     @api.get("/api/v2/search/tags", summary="Tempo: attribute names by scope")

@@ -57,6 +57,16 @@ class QueryError(ValueError):
     """A request the caller can fix: the message says what and how."""
 
 
+def integer_param(value: str | None, name: str) -> int | None:
+    """An optional integer query parameter; anything else is a QueryError naming it."""
+    if value in (None, ""):
+        return None
+    try:
+        return int(value)
+    except ValueError:
+        raise QueryError(f"{name} must be an integer, not {value[:40]!r}") from None
+
+
 @dataclass(frozen=True)
 class TraceQuery:
     projects: list[str] | None = None       # None: every project the caller may read
