@@ -302,14 +302,19 @@ def _usage_attributes(usage: Any, input_key: str, output_key: str, details_key: 
     }
 
 
-def _chat_response(response: Any, capture: bool) -> dict:
-    choices = response.choices or []
-    attributes = {
+def _choices_response(response: Any) -> dict:
+    """What chat and text completions responses share: id, model, finish reasons, usage."""
+    return {
         semconv.RESPONSE_ID: response.id,
         semconv.RESPONSE_MODEL: response.model,
-        semconv.RESPONSE_FINISH_REASONS: [c.finish_reason for c in choices if c.finish_reason],
+        semconv.RESPONSE_FINISH_REASONS: [c.finish_reason for c in response.choices or [] if c.finish_reason],
         **_usage_attributes(response.usage, "prompt_tokens", "completion_tokens", "prompt_tokens_details"),
     }
+
+
+def _chat_response(response: Any, capture: bool) -> dict:
+    choices = response.choices or []
+    attributes = _choices_response(response)
     if capture:
         attributes[semconv.OUTPUT_MESSAGES] = to_json(
             [_chat_output_message(c.message.role, c.message.content, c.message.tool_calls, c.finish_reason) for c in choices]
@@ -330,12 +335,7 @@ def _chat_output_message(role: str | None, content: str | None, tool_calls: Any,
 
 def _completion_response(response: Any, capture: bool) -> dict:
     choices = response.choices or []
-    attributes = {
-        semconv.RESPONSE_ID: response.id,
-        semconv.RESPONSE_MODEL: response.model,
-        semconv.RESPONSE_FINISH_REASONS: [c.finish_reason for c in choices if c.finish_reason],
-        **_usage_attributes(response.usage, "prompt_tokens", "completion_tokens", "prompt_tokens_details"),
-    }
+    attributes = _choices_response(response)
     if capture:
         attributes[semconv.OUTPUT_MESSAGES] = to_json(
             [{"role": "assistant", "parts": [text_part(c.text)], "finish_reason": c.finish_reason} for c in choices]
