@@ -26,6 +26,11 @@ TRACES_TABLE = "otel_traces"
 TRACE_ID_TS_TABLE = "otel_traces_trace_id_ts"
 TRACE_SUMMARY_TABLE = "tracehouse_traces"
 TRACES_STAGING_TABLE = "tracehouse_ingest_traces"
+ASSESSMENTS_TABLE = "tracehouse_assessments"
+ASSESSMENTS_LATEST_VIEW = "tracehouse_assessments_latest"
+EVAL_JOBS_TABLE = "tracehouse_eval_jobs"
+EVAL_JOB_TRACES_TABLE = "tracehouse_eval_job_traces"
+EVAL_RULES_TABLE = "tracehouse_eval_rules"
 
 TRACES_PROTO_FILE = "otlp_traces_ingest.proto"
 TRACES_PROTO_MESSAGE = "TracesBatch"
@@ -360,6 +365,67 @@ class Schema:
             ")"
         )
 
+    def assessments(self) -> list[str]:
+        """Feedback, expectations and evaluation results, one row per logged value (DESIGN §8).
+
+        Rows are never updated: a newer row for the same (trace, span, kind, name, source)
+        supersedes the older one when read through the `_latest` view. `Value` holds the raw
+        value as text (numbers and booleans as their literals, objects as JSON) so the filter
+        language can compare it both ways; `Score` is the judge's value normalized to [0, 1].
+        """
+        zstd = "CODEC(ZSTD(1))"
+        columns = ",\n".join(f"    {c}" for c in (
+            "Project LowCardinality(String)",
+            "TraceId String",
+            "SpanId String",
+            "AssessmentId String",
+            "Kind LowCardinality(String)",              # feedback | expectation
+            "Name LowCardinality(String)",
+            "Value String CODEC(ZSTD(3))",
+            "ValueType LowCardinality(String)",         # number | bool | string | json | null
+            "Score Nullable(Float64)",
+            "Label String",
+            "SourceType LowCardinality(String)",        # HUMAN | LLM_JUDGE | CODE
+            "SourceId String",
+            f"Rationale String {zstd}",
+            f"Error String {zstd}",
+            "JobId String",
+            f"Metadata Map(LowCardinality(String), String) {zstd}",
+            "CreatedAt DateTime64(3) DEFAULT now64(3)",
+            "INDEX idx_job JobId TYPE bloom_filter(0.01) GRANULARITY 1",
+        ))
+        clauses = ("PARTITION BY toYYYYMM(CreatedAt)\nORDER BY (Project, TraceId, Kind, Name, CreatedAt)\n"
+                   + self._ttl("toDateTime(CreatedAt)") + self._settings())
+        key = "Project, TraceId, SpanId, Kind, Name, SourceType, SourceId"
+        # `a.CreatedAt` is the column, not the output alias of the same name.
+        latest = ", ".join(f"argMax(a.{c}, a.CreatedAt) AS {c}" for c in (
+            "AssessmentId", "Value", "ValueType", "Score", "Label", "Rationale", "Error", "JobId", "Metadata"))
+        view = (f"CREATE VIEW IF NOT EXISTS {self.name(ASSESSMENTS_LATEST_VIEW)}{self.on_cluster} AS\n"
+                f"SELECT {key}, {latest}, max(a.CreatedAt) AS CreatedAt\n"
+                f"FROM {self.name(ASSESSMENTS_TABLE)} AS a\nGROUP BY {key}")
+        return self._table(ASSESSMENTS_TABLE, columns, self._engine("MergeTree"), clauses,
+                           sharding_key="cityHash64(TraceId)") + [view]
+
+    def evaluation_jobs(self) -> list[str]:
+        """Evaluation jobs and online rules: small tables of versions, the newest row per id wins (FINAL)."""
+        jobs = ",\n".join(f"    {c}" for c in (
+            "JobId String", "Project LowCardinality(String)", "Status LowCardinality(String)",
+            "Spec String", "Total UInt64", "Error String",
+            "CreatedAt DateTime64(3)", "FinishedAt Nullable(DateTime64(3))", "UpdatedAt DateTime64(3)",
+        ))
+        job_traces = "    JobId String,\n    TraceId String,\n    Position UInt64"
+        rules = ",\n".join(f"    {c}" for c in (
+            "RuleId String", "Project LowCardinality(String)", "Name String", "Status LowCardinality(String)",
+            "Spec String", "Watermark DateTime64(9)", "CreatedAt DateTime64(3)", "UpdatedAt DateTime64(3)",
+        ))
+        return (self._table(EVAL_JOBS_TABLE, jobs, self._engine("ReplacingMergeTree", "UpdatedAt"),
+                            "ORDER BY JobId\n" + self._settings(dedup=False), sharding_key="cityHash64(JobId)")
+                + self._table(EVAL_JOB_TRACES_TABLE, job_traces, self._engine("MergeTree"),
+                              "ORDER BY (JobId, Position)\n" + self._settings(dedup=False),
+                              sharding_key="cityHash64(JobId)")
+                + self._table(EVAL_RULES_TABLE, rules, self._engine("ReplacingMergeTree", "UpdatedAt"),
+                              "ORDER BY RuleId\n" + self._settings(dedup=False), sharding_key="cityHash64(RuleId)"))
+
     # -- migrations -------------------------------------------------------------------------
 
     def migrations(self) -> list[Migration]:
@@ -368,6 +434,9 @@ class Schema:
             Migration(1, "traces: otel_traces, trace id lookup, trace summaries, prices, OTLP staging",
                       self.prices() + self.traces() + self.trace_id_ts() + self.trace_summaries()
                       + self.traces_staging()),
+            Migration(2, "evaluation: assessments (feedback, expectations, scores), jobs, online rules",
+                      self.assessments() + self.evaluation_jobs()),
+            # Migration 3 is reserved for logs and metrics (issue #6).
         ]
 
     def retention_statements(self) -> list[str]:
