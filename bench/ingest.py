@@ -14,7 +14,14 @@ After --duration seconds the load stops and the script waits until the write-ahe
 empty (segments are deleted only once inserted), which is "every acknowledged span is stored".
 It then stops the server with SIGTERM and counts the rows from a fresh process.
 
-    python bench/ingest.py [--duration 60] [--clients 2] [--inflight 4] [--spans-per-request 1000]
+With --mixed, each client rotates over three requests: spans as above; the GenAI log events of
+those traces (the legacy openai-v2 shape: a `gen_ai.user.message` and a `gen_ai.choice` per LLM
+span, bodies with the message text, correlated by trace and span id); and metric points (the
+`gen_ai.client.operation.duration` and `gen_ai.client.token.usage` histograms by model and
+operation). It reports records/s and bytes/record per signal, and MB/s per signal, so that the
+logs path can be compared with the spans path per byte.
+
+    python bench/ingest.py [--duration 60] [--clients 2] [--inflight 4] [--spans-per-request 1000] [--mixed]
     python bench/ingest.py --endpoint 127.0.0.1:4317    # an already running collector (no row check)
 """
 from __future__ import annotations
@@ -36,6 +43,10 @@ import time
 from pathlib import Path
 
 EXPORT_METHOD = "/opentelemetry.proto.collector.trace.v1.TraceService/Export"
+LOGS_METHOD = "/opentelemetry.proto.collector.logs.v1.LogsService/Export"
+METRICS_METHOD = "/opentelemetry.proto.collector.metrics.v1.MetricsService/Export"
+LLM_SPANS = (2, 3, 4, 5)  # the chat spans of _trace_spans, which get GenAI log events
+POINTS_PER_TRACE = 4      # metric points per trace's worth of load in --mixed
 MARKER = b"\xfe\xfd\xfc\xfb"  # 0xFE never occurs in UTF-8 text, so only the ids contain it
 SPANS_PER_TRACE = 10
 TEMPLATES_PER_CLIENT = 8
@@ -144,44 +155,120 @@ def build_template(seed: int, client: int, traces: int) -> bytes:
     return ExportTraceServiceRequest(resource_spans=[resource_spans]).SerializeToString()
 
 
+def build_logs_template(seed: int, client: int, traces: int) -> bytes:
+    """The GenAI log events of `traces` traces (ids as in build_template): per LLM span a user
+    message and a choice, with the message text in a structured body."""
+    from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
+    from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue, KeyValueList
+
+    def kvlist(**items) -> AnyValue:
+        return AnyValue(kvlist_value=KeyValueList(values=[
+            KeyValue(key=k, value=v if isinstance(v, AnyValue) else AnyValue(string_value=str(v)) if isinstance(v, str)
+                     else AnyValue(int_value=v)) for k, v in items.items()]))
+
+    rng = random.Random(seed)
+    request = ExportLogsServiceRequest()
+    resource_logs = request.resource_logs.add()
+    _attrs(resource_logs.resource, {"service.name": f"rag-service-{client % 3}", "service.version": "1.4.2",
+                                    "deployment.environment": "bench", "telemetry.sdk.language": "python"})
+    scope = resource_logs.scope_logs.add()
+    scope.scope.name, scope.scope.version = "opentelemetry.instrumentation.openai_v2", "2.1b0"
+    t0 = time.time_ns()
+    for t in range(traces):
+        trace_id = MARKER + struct.pack(">IQ", client, t)
+        for i in LLM_SPANS:
+            span_id = MARKER + struct.pack(">HH", t, i + 1)
+            at = t0 + t * 10_000_000 + i * 1_000_000
+            user = scope.log_records.add(time_unix_nano=at, observed_time_unix_nano=at, trace_id=trace_id,
+                                         span_id=span_id, flags=1, event_name="gen_ai.user.message", severity_number=9)
+            user.body.CopyFrom(kvlist(content=_text(rng, 90)))
+            user.attributes.append(KeyValue(key="gen_ai.system", value=AnyValue(string_value="openai")))
+            choice = scope.log_records.add(time_unix_nano=at + 1, observed_time_unix_nano=at + 1, trace_id=trace_id,
+                                           span_id=span_id, flags=1, event_name="gen_ai.choice", severity_number=9)
+            choice.body.CopyFrom(kvlist(index=0, finish_reason="stop",
+                                        message=kvlist(role="assistant", content=_text(rng, 80))))
+            choice.attributes.append(KeyValue(key="gen_ai.system", value=AnyValue(string_value="openai")))
+    return request.SerializeToString()
+
+
+def build_metrics_template(seed: int, client: int, points: int) -> bytes:
+    """`points` histogram points of the two GenAI client metrics, by model and operation."""
+    from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
+
+    rng = random.Random(seed)
+    request = ExportMetricsServiceRequest()
+    resource_metrics = request.resource_metrics.add()
+    _attrs(resource_metrics.resource, {"service.name": f"rag-service-{client % 3}", "deployment.environment": "bench"})
+    scope = resource_metrics.scope_metrics.add()
+    scope.scope.name = "opentelemetry.instrumentation.openai_v2"
+    duration = scope.metrics.add(name="gen_ai.client.operation.duration", unit="s").histogram
+    tokens = scope.metrics.add(name="gen_ai.client.token.usage", unit="{token}").histogram
+    duration.aggregation_temporality = tokens.aggregation_temporality = 2
+    now = time.time_ns()
+    for n in range(points):
+        histogram, bounds = ((duration, [0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28, 2.56, 5.12, 10.24, 20.48, 40.96])
+                             if n % 2 == 0 else (tokens, [4.0 ** k for k in range(14)]))
+        counts = [rng.randint(0, 50) for _ in range(len(bounds) + 1)]
+        point = histogram.data_points.add(start_time_unix_nano=now - 60_000_000_000, time_unix_nano=now + n,
+                                          count=sum(counts), sum=rng.random() * 1000, bucket_counts=counts,
+                                          explicit_bounds=bounds, min=0.01, max=900.0)
+        _attrs(point, {"gen_ai.operation.name": "chat", "gen_ai.provider.name": "openai",
+                       "gen_ai.request.model": rng.choice(["gpt-4o", "gpt-4o-mini", "o3-mini"]),
+                       "server.address": "api.example.com", "series": str(n % 50)}
+               | ({"gen_ai.token.type": rng.choice(["input", "output"])} if n % 2 else {}))
+    return request.SerializeToString()
+
+
 # -- client processes ---------------------------------------------------------------------
 
-def client_main(client: int, target: str, traces: int, inflight: int, start_at: float, stop_at: float, results) -> None:
+def client_main(client: int, target: str, traces: int, inflight: int, start_at: float, stop_at: float, results,
+                mixed: bool = False) -> None:
     try:
-        results.put(run_client(client, target, traces, inflight, start_at, stop_at))
+        results.put(run_client(client, target, traces, inflight, start_at, stop_at, mixed))
     except BaseException as exc:
         results.put({"error": f"client {client}: {exc!r}"})
         raise
 
 
-def run_client(client: int, target: str, traces: int, inflight: int, start_at: float, stop_at: float) -> dict:
+def run_client(client: int, target: str, traces: int, inflight: int, start_at: float, stop_at: float,
+               mixed: bool = False) -> dict:
     import grpc
 
-    templates = [build_template(client * 100 + i, client, traces) for i in range(TEMPLATES_PER_CLIENT)]
+    # (signal, method, templates, records per request); --mixed rotates over all three
+    signals = [("spans", EXPORT_METHOD, [build_template(client * 100 + i, client, traces)
+                                         for i in range(TEMPLATES_PER_CLIENT)], traces * SPANS_PER_TRACE)]
+    if mixed:
+        signals += [("logs", LOGS_METHOD, [build_logs_template(client * 100 + i, client, traces)
+                                           for i in range(TEMPLATES_PER_CLIENT)], traces * len(LLM_SPANS) * 2),
+                    ("metric points", METRICS_METHOD, [build_metrics_template(client * 100 + i, client,
+                                                                              traces * POINTS_PER_TRACE)
+                                                       for i in range(TEMPLATES_PER_CLIENT)], traces * POINTS_PER_TRACE)]
     # No proxy: an http_proxy in the environment would route 127.0.0.1 through it.
     channel = grpc.insecure_channel(target, options=[("grpc.max_send_message_length", 64 << 20),
                                                      ("grpc.enable_http_proxy", 0)])
-    export = channel.unary_unary(EXPORT_METHOD)  # no serializers: bytes in, bytes out
+    exports = {name: channel.unary_unary(method) for name, method, _, _ in signals}  # bytes in, bytes out
     grpc.channel_ready_future(channel).result(timeout=30)
-    spans = traces * SPANS_PER_TRACE
     lock = threading.Lock()
-    stats = {"acked_spans": 0, "failed": 0, "latencies": [], "errors": {}}
+    stats = {"acked_spans": 0, "failed": 0, "latencies": [], "errors": {},
+             "acked": {name: 0 for name, *_ in signals}, "bytes": {name: 0 for name, *_ in signals}}
     seq = [0]
 
-    def next_request() -> bytes:
+    def next_request() -> tuple[str, bytes, int]:
         with lock:
             seq[0] += 1
             n = seq[0]
-        return templates[n % len(templates)].replace(MARKER, struct.pack(">I", n))
+        name, _, templates, records = signals[n % len(signals)]
+        # the sequence number goes into the ids; spans and their log events of one n share them
+        return name, templates[(n // len(signals)) % len(templates)].replace(MARKER, struct.pack(">I", n // len(signals))), records
 
     def worker() -> None:
         while time.time() < start_at:
             time.sleep(0.001)
         while time.time() < stop_at:
-            body = next_request()
+            name, body, records = next_request()
             sent = time.perf_counter()
             try:
-                export(body, timeout=60)
+                exports[name](body, timeout=60)
             except grpc.RpcError as exc:
                 with lock:
                     stats["failed"] += 1
@@ -191,7 +278,9 @@ def run_client(client: int, target: str, traces: int, inflight: int, start_at: f
                 continue
             latency = time.perf_counter() - sent
             with lock:
-                stats["acked_spans"] += spans
+                stats["acked"][name] += records
+                stats["bytes"][name] += len(body)
+                stats["acked_spans"] += records if name == "spans" else 0
                 stats["latencies"].append(latency)
 
     threads = [threading.Thread(target=worker) for _ in range(inflight)]
@@ -281,6 +370,7 @@ def main() -> None:
     parser.add_argument("--data-dir", type=Path, help="where the started server keeps its data (default: a temp dir)")
     parser.add_argument("--keep", action="store_true", help="keep the data directory")
     parser.add_argument("--server-arg", action="append", default=[], help="extra `tracehouse serve` argument")
+    parser.add_argument("--mixed", action="store_true", help="spans + their GenAI log events + metric points")
     args = parser.parse_args()
     traces = max(1, args.spans_per_request // SPANS_PER_TRACE)
 
@@ -301,7 +391,8 @@ def main() -> None:
         results = ctx.Queue()
         start_at = time.time() + 3.0 + 0.5 * args.clients  # after every client built its templates
         stop_at = start_at + args.duration
-        clients = [ctx.Process(target=client_main, args=(c, target, traces, args.inflight, start_at, stop_at, results))
+        clients = [ctx.Process(target=client_main, args=(c, target, traces, args.inflight, start_at, stop_at, results,
+                                                         args.mixed))
                    for c in range(args.clients)]
         for c in clients:
             c.start()
@@ -314,6 +405,8 @@ def main() -> None:
             c.join()
         load_during = os.getloadavg()
         acked = sum(s["acked_spans"] for s in stats)
+        per_signal = {name: (sum(s["acked"][name] for s in stats), sum(s["bytes"][name] for s in stats))
+                      for name in stats[0]["acked"]}
         latencies = [x for s in stats for x in s["latencies"]]
         failed = sum(s["failed"] for s in stats)
         errors: dict = {}
@@ -334,6 +427,9 @@ def main() -> None:
             proc.send_signal(signal.SIGTERM)
             proc.wait(300)
             rows = query_fresh(data_dir, "SELECT count() FROM otel_traces")[0][0]
+            if args.mixed:
+                stored_rows = query_fresh(data_dir, "SELECT (SELECT count() FROM otel_logs), "
+                                                    "(SELECT count() FROM otel_metrics_histogram)")[0]
             disk = query_fresh(data_dir, "SELECT table, sum(rows), sum(bytes_on_disk), sum(data_uncompressed_bytes) "
                                          "FROM system.parts WHERE active AND database = 'default' "
                                          "GROUP BY table ORDER BY sum(bytes_on_disk) DESC")
@@ -358,6 +454,15 @@ def main() -> None:
         total = stored_at - start_at
         print(line("spans/s end to end (acked/time stored)", f"{acked / total:,.0f}"))
         print(line("  time until all stored", f"{total:.1f} s (drain {stored_at - load_end:.1f} s)"))
+    if args.mixed:
+        for name, (records, sent_bytes) in per_signal.items():
+            print(line(f"{name}: acked records/s", f"{records / run:,.0f}"))
+            print(line(f"{name}: bytes/record, MB/s", f"{sent_bytes / max(records, 1):.0f} B, {sent_bytes / run / 1e6:.1f} MB/s"))
+        if rows is not None:
+            print(line("rows in otel_logs, otel_metrics_histogram", f"{int(stored_rows[0]):,}, {int(stored_rows[1]):,}"))
+            expected = (per_signal["logs"][0], per_signal["metric points"][0])
+            if tuple(int(x) for x in stored_rows) != expected:
+                print(line("  acked logs, metric points", f"{expected[0]:,}, {expected[1]:,} (mismatch!)"))
     print(line("ack latency p50", f"{percentile(latencies, 0.50) * 1e3:.1f} ms"))
     print(line("ack latency p99", f"{percentile(latencies, 0.99) * 1e3:.1f} ms"))
     if rows is not None:

@@ -92,3 +92,23 @@ TRACES = Signal(
     target=store.TRACES,
     repair=otlp.canonical_record,
 )
+
+LOGS = Signal(
+    name="logs",
+    inspect=otlp.inspect_logs,
+    from_json=otlp.logs_json_to_protobuf,
+    response=otlp.logs_response,
+    target=store.LOGS,
+    repair=otlp.canonical_logs_record,
+)
+
+METRICS = Signal(
+    name="metrics",
+    inspect=otlp.inspect_metrics,
+    from_json=otlp.metrics_json_to_protobuf,
+    response=otlp.metrics_response,
+    target=store.METRICS,
+    repair=otlp.canonical_metrics_record,
+)
+
+SIGNALS = (TRACES, LOGS, METRICS)

@@ -18,6 +18,8 @@ from dataclasses import dataclass
 from google.protobuf import descriptor_pb2, descriptor_pool, json_format, message_factory
 from google.protobuf.message import DecodeError
 from google.protobuf.unknown_fields import UnknownFieldSet
+from opentelemetry.proto.collector.logs.v1 import logs_service_pb2
+from opentelemetry.proto.collector.metrics.v1 import metrics_service_pb2
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
 
 from .wal import encode_varint, read_varint
@@ -36,21 +38,27 @@ class BadRequest(ValueError):
     """The request cannot be decoded; the message says what is wrong, for the client."""
 
 
+SPANS_REJECTED = ("spans rejected: trace_id must be 16 bytes and span_id 8 bytes, not all zero, and "
+                  "parent_span_id empty or 8 bytes")
+LOG_RECORDS_REJECTED = "log records rejected: trace_id must be empty or 16 bytes, and span_id empty or 8 bytes"
+DATA_POINTS_REJECTED = "data points rejected: they belong to metrics without a name"
+
+
 @dataclass(frozen=True)
 class Inspection:
-    items: int       # spans in the request
-    rejected: int    # spans the ingest view will drop (bad ids)
+    items: int       # spans, log records or data points in the request
+    rejected: int    # those the ingest view will drop
+    reason: str = SPANS_REJECTED  # what was rejected and why, after "<rejected> of <items> "
 
     @property
     def error_message(self) -> str:
         if not self.rejected:
             return ""
-        return (f"{self.rejected} of {self.items} spans rejected: trace_id must be 16 bytes and span_id 8 bytes, "
-                "not all zero, and parent_span_id empty or 8 bytes")
+        return f"{self.rejected} of {self.items} {self.reason}"
 
 
 def _lenient_pool() -> descriptor_pool.DescriptorPool:
-    """A descriptor pool holding the OTLP trace protos with every string field made bytes."""
+    """A descriptor pool holding the OTLP service protos with every string field made bytes."""
     pool = descriptor_pool.DescriptorPool()
     seen: set[str] = set()
 
@@ -66,7 +74,8 @@ def _lenient_pool() -> descriptor_pool.DescriptorPool:
             _strings_to_bytes(message)
         pool.Add(proto)
 
-    add(trace_service_pb2.DESCRIPTOR)
+    for service in (trace_service_pb2, logs_service_pb2, metrics_service_pb2):
+        add(service.DESCRIPTOR)
     return pool
 
 
@@ -81,6 +90,10 @@ def _strings_to_bytes(message: descriptor_pb2.DescriptorProto) -> None:
 _POOL = _lenient_pool()
 LenientTracesRequest = message_factory.GetMessageClass(
     _POOL.FindMessageTypeByName("opentelemetry.proto.collector.trace.v1.ExportTraceServiceRequest"))
+LenientLogsRequest = message_factory.GetMessageClass(
+    _POOL.FindMessageTypeByName("opentelemetry.proto.collector.logs.v1.ExportLogsServiceRequest"))
+LenientMetricsRequest = message_factory.GetMessageClass(
+    _POOL.FindMessageTypeByName("opentelemetry.proto.collector.metrics.v1.ExportMetricsServiceRequest"))
 
 
 def _valid_ids(span) -> bool:
@@ -89,19 +102,25 @@ def _valid_ids(span) -> bool:
             and span_id != ZERO_SPAN_ID and len(parent) in (0, 8))
 
 
+def _parse(request, body: bytes):
+    """Parse `body` into `request`; a BadRequest names the message when it is not one."""
+    name = request.DESCRIPTOR.name
+    try:
+        request.ParseFromString(body)
+    except DecodeError as exc:
+        raise BadRequest(f"the body is not a valid OTLP {name} protobuf ({exc})") from None
+    reserved = {f.field_number for f in UnknownFieldSet(request)} & RESERVED_FIELDS
+    if reserved:
+        raise BadRequest(f"field numbers {sorted(reserved)} of {name} are reserved for the collector")
+    return request
+
+
 def inspect_traces(body: bytes) -> Inspection:
     """Parse an ExportTraceServiceRequest, count its spans and those with unusable ids.
 
     The rule here must match the WHERE clause of the ingest view in storage/schema.py.
     """
-    request = LenientTracesRequest()
-    try:
-        request.ParseFromString(body)
-    except DecodeError as exc:
-        raise BadRequest(f"the body is not a valid OTLP ExportTraceServiceRequest protobuf ({exc})") from None
-    reserved = {f.field_number for f in UnknownFieldSet(request)} & RESERVED_FIELDS
-    if reserved:
-        raise BadRequest(f"field numbers {sorted(reserved)} of ExportTraceServiceRequest are reserved for the collector")
+    request = _parse(LenientTracesRequest(), body)
     items = rejected = 0
     for resource_spans in request.resource_spans:
         for scope_spans in resource_spans.scope_spans:
@@ -109,6 +128,45 @@ def inspect_traces(body: bytes) -> Inspection:
             items += len(spans)
             rejected += sum(1 for span in spans if not _valid_ids(span))
     return Inspection(items, rejected)
+
+
+def _bad_log_ids(record) -> bool:
+    return len(record.trace_id) not in (0, 16) or len(record.span_id) not in (0, 8)
+
+
+def inspect_logs(body: bytes) -> Inspection:
+    """Parse an ExportLogsServiceRequest, count its records and those with unusable ids.
+
+    The rule here must match the WHERE clause of the ingest view in storage/logs_metrics.py.
+    """
+    request = _parse(LenientLogsRequest(), body)
+    items = rejected = 0
+    for resource_logs in request.resource_logs:
+        for scope_logs in resource_logs.scope_logs:
+            records = scope_logs.log_records
+            items += len(records)
+            rejected += sum(1 for record in records if _bad_log_ids(record))
+    return Inspection(items, rejected, LOG_RECORDS_REJECTED)
+
+
+_METRIC_KINDS = ("gauge", "sum", "histogram", "exponential_histogram", "summary")
+
+
+def inspect_metrics(body: bytes) -> Inspection:
+    """Parse an ExportMetricsServiceRequest, count its data points and those of unnamed metrics.
+
+    The rule here must match the WHERE clause of the ingest views in storage/logs_metrics.py.
+    """
+    request = _parse(LenientMetricsRequest(), body)
+    items = rejected = 0
+    for resource_metrics in request.resource_metrics:
+        for scope_metrics in resource_metrics.scope_metrics:
+            for metric in scope_metrics.metrics:
+                kind = metric.WhichOneof("data")
+                points = len(getattr(metric, kind).data_points) if kind in _METRIC_KINDS else 0
+                items += points
+                rejected += 0 if metric.name else points
+    return Inspection(items, rejected, DATA_POINTS_REJECTED)
 
 
 # -- OTLP/JSON ------------------------------------------------------------------------------
@@ -138,6 +196,27 @@ def _walk_spans(document: dict):
             yield from _list(scope_spans, "spans")
 
 
+def _walk_log_records(document: dict):
+    for resource_logs in _list(document, "resourceLogs", "resource_logs"):
+        for scope_logs in _list(resource_logs, "scopeLogs", "scope_logs"):
+            yield from _list(scope_logs, "logRecords", "log_records")
+
+
+_JSON_METRIC_KINDS = (("gauge",), ("sum",), ("histogram",), ("exponentialHistogram", "exponential_histogram"),
+                      ("summary",))
+
+
+def _walk_exemplars(document: dict):
+    for resource_metrics in _list(document, "resourceMetrics", "resource_metrics"):
+        for scope_metrics in _list(resource_metrics, "scopeMetrics", "scope_metrics"):
+            for metric in _list(scope_metrics, "metrics"):
+                for names in _JSON_METRIC_KINDS:
+                    data = next((metric[n] for n in names if isinstance(metric, dict) and n in metric), None)
+                    if isinstance(data, dict):
+                        for point in _list(data, "dataPoints", "data_points"):
+                            yield from _list(point, "exemplars")
+
+
 def _list(obj, *keys) -> list:
     if not isinstance(obj, dict):
         raise BadRequest("OTLP/JSON: expected an object")
@@ -152,13 +231,8 @@ def _list(obj, *keys) -> list:
     return []
 
 
-def traces_json_to_protobuf(body: bytes) -> bytes:
-    """Convert an OTLP/JSON ExportTraceServiceRequest to its protobuf encoding.
-
-    Accepts the OTLP JSON mapping: hex ids, lowerCamelCase or snake_case names, 64-bit
-    integers as strings or numbers, enums as integers or names; unknown fields are ignored,
-    as the OTLP spec requires of receivers.
-    """
+def _json_document(body: bytes, top_key: str) -> dict:
+    """The OTLP/JSON body as a dict; a BadRequest says why when it is not one."""
     text = body.decode("utf-8", errors="replace")  # invalid UTF-8 is kept as U+FFFD, as on the protobuf path
     try:
         document = json.loads(text)
@@ -169,7 +243,26 @@ def traces_json_to_protobuf(body: bytes) -> bytes:
     except RecursionError:
         raise BadRequest("the body is not valid OTLP/JSON: it is nested too deeply") from None
     if not isinstance(document, dict):
-        raise BadRequest("OTLP/JSON: the body must be a JSON object with 'resourceSpans'")
+        raise BadRequest(f"OTLP/JSON: the body must be a JSON object with '{top_key}'")
+    return document
+
+
+def _json_to_protobuf(document: dict, request) -> bytes:
+    try:
+        json_format.ParseDict(document, request, ignore_unknown_fields=True)
+    except (json_format.ParseError, ValueError) as exc:
+        raise BadRequest(f"OTLP/JSON does not match {request.DESCRIPTOR.name}: {exc}") from None
+    return request.SerializeToString()
+
+
+def traces_json_to_protobuf(body: bytes) -> bytes:
+    """Convert an OTLP/JSON ExportTraceServiceRequest to its protobuf encoding.
+
+    Accepts the OTLP JSON mapping: hex ids, lowerCamelCase or snake_case names, 64-bit
+    integers as strings or numbers, enums as integers or names; unknown fields are ignored,
+    as the OTLP spec requires of receivers.
+    """
+    document = _json_document(body, "resourceSpans")
     for span in _walk_spans(document):
         if not isinstance(span, dict):
             raise BadRequest("OTLP/JSON: each span must be an object")
@@ -177,12 +270,26 @@ def traces_json_to_protobuf(body: bytes) -> bytes:
         for link in _list(span, "links"):
             if isinstance(link, dict):
                 _hex_ids_to_base64(link)
-    request = trace_service_pb2.ExportTraceServiceRequest()
-    try:
-        json_format.ParseDict(document, request, ignore_unknown_fields=True)
-    except (json_format.ParseError, ValueError) as exc:
-        raise BadRequest(f"OTLP/JSON does not match ExportTraceServiceRequest: {exc}") from None
-    return request.SerializeToString()
+    return _json_to_protobuf(document, trace_service_pb2.ExportTraceServiceRequest())
+
+
+def logs_json_to_protobuf(body: bytes) -> bytes:
+    """Convert an OTLP/JSON ExportLogsServiceRequest to protobuf (the mapping as for traces)."""
+    document = _json_document(body, "resourceLogs")
+    for record in _walk_log_records(document):
+        if not isinstance(record, dict):
+            raise BadRequest("OTLP/JSON: each log record must be an object")
+        _hex_ids_to_base64(record)
+    return _json_to_protobuf(document, logs_service_pb2.ExportLogsServiceRequest())
+
+
+def metrics_json_to_protobuf(body: bytes) -> bytes:
+    """Convert an OTLP/JSON ExportMetricsServiceRequest to protobuf (the mapping as for traces)."""
+    document = _json_document(body, "resourceMetrics")
+    for exemplar in _walk_exemplars(document):
+        if isinstance(exemplar, dict):
+            _hex_ids_to_base64(exemplar)
+    return _json_to_protobuf(document, metrics_service_pb2.ExportMetricsServiceRequest())
 
 
 # -- responses and the collector's trailer --------------------------------------------------
@@ -206,11 +313,27 @@ def traces_response(inspection: Inspection) -> trace_service_pb2.ExportTraceServ
     return response
 
 
+def logs_response(inspection: Inspection) -> logs_service_pb2.ExportLogsServiceResponse:
+    response = logs_service_pb2.ExportLogsServiceResponse()
+    if inspection.rejected:
+        response.partial_success.rejected_log_records = inspection.rejected
+        response.partial_success.error_message = inspection.error_message
+    return response
+
+
+def metrics_response(inspection: Inspection) -> metrics_service_pb2.ExportMetricsServiceResponse:
+    response = metrics_service_pb2.ExportMetricsServiceResponse()
+    if inspection.rejected:
+        response.partial_success.rejected_data_points = inspection.rejected
+        response.partial_success.error_message = inspection.error_message
+    return response
+
+
 def response_json(response) -> bytes:
     return json_format.MessageToJson(response, indent=None).encode()
 
 
-def canonical_record(record: bytes) -> bytes:
+def canonical_record(record: bytes, request_class=LenientTracesRequest) -> bytes:
     """A WAL record re-encoded by protobuf itself, for ClickHouse to try once more.
 
     Python's parser accepts some odd but legal encodings (a known field sent with another wire
@@ -220,7 +343,7 @@ def canonical_record(record: bytes) -> bytes:
     """
     length, pos = read_varint(record, 0)
     message = record[pos:pos + length]
-    request = LenientTracesRequest()
+    request = request_class()
     request.ParseFromString(message)
     trailer = {f.field_number: f.data for f in UnknownFieldSet(request) if f.field_number in RESERVED_FIELDS}
     request.DiscardUnknownFields()
@@ -229,3 +352,11 @@ def canonical_record(record: bytes) -> bytes:
         project.decode(errors="replace") if isinstance(project, bytes) else "", int(trailer.get(MAX_VALUE_LENGTH_FIELD, 0)))
     return encode_varint(len(body)) + body
 
+
+
+def canonical_logs_record(record: bytes) -> bytes:
+    return canonical_record(record, LenientLogsRequest)
+
+
+def canonical_metrics_record(record: bytes) -> bytes:
+    return canonical_record(record, LenientMetricsRequest)

@@ -12,16 +12,13 @@ from tracehouse.config import Settings
 from tracehouse.listen import HttpServer, PortInUse, bind_socket
 from tracehouse.storage.store import Store
 
-from .ingest import TRACES, Ingest
+from .ingest import SIGNALS, Ingest
 from .receivers.grpc import start_grpc_server
 from .receivers.http import otlp_http_app
 from .wal import WriteAheadLog
 from .writer import SegmentWriter
 
 log = logging.getLogger(__name__)
-
-SIGNALS = (TRACES,)
-
 
 class Collector:
     def __init__(self, settings: Settings, store: Store):
@@ -69,7 +66,7 @@ class Collector:
         self._http = HttpServer(app, http_sock)
         self.http_port = self._http.port
         log.info("OTLP/gRPC listening on %s:%d", s.host, self.grpc_port)
-        log.info("OTLP/HTTP listening on http://%s:%d (/v1/traces)", s.host, self.http_port)
+        log.info("OTLP/HTTP listening on http://%s:%d (/v1/traces, /v1/logs, /v1/metrics)", s.host, self.http_port)
 
     async def ready(self) -> bool:
         return await asyncio.to_thread(self.store.ping) and all(w.alive for w in self.writers)

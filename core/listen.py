@@ -15,7 +15,10 @@ class PortInUse(RuntimeError):
 def bind_socket(host: str, port: int, flag: str) -> socket.socket:
     """A listening TCP socket; a busy port is an error that names the flag to change."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
+    # proto=IPPROTO_TCP, not 0: asyncio sets TCP_NODELAY only on sockets that say they are TCP,
+    # and accepted sockets inherit it. Without it, a keep-alive response written in two pieces
+    # (headers, body) waits ~40 ms on Nagle + the peer's delayed ACK.
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # TIME_WAIT only; never two listeners
     try:
         sock.bind((host, port))

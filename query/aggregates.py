@@ -4,6 +4,9 @@ Two levels, because "by model" is a question about LLM calls and "by tag" one ab
   * spans  (`otel_traces`): group by model, provider, service, span_type, span_name, project;
   * traces (`tracehouse_traces`): group by service, name, project, session, user, tag.<k>.
 Both can also be bucketed by time. The filter is the filter language at the same level.
+A third level, `genai_metrics`, reads the GenAI client metrics instead (metrics.genai_metrics):
+operations, errors, duration percentiles and tokens from `gen_ai.client.operation.duration` and
+`gen_ai.client.token.usage`, by model, provider, operation, error_type, service or project.
 """
 from __future__ import annotations
 
@@ -11,7 +14,7 @@ from dataclasses import dataclass
 
 from tracehouse.storage.store import Store
 
-from . import filters
+from . import filters, metrics
 from .traces import QueryError, project_scope, time_range
 
 SPAN_GROUPS = {
@@ -49,7 +52,7 @@ class AggregateQuery:
 
 def aggregate_sql(query: AggregateQuery, allowed_projects: list[str] | None) -> tuple[str, dict]:
     if query.level not in ("spans", "traces"):
-        raise QueryError("level must be 'spans' or 'traces'")
+        raise QueryError("level must be 'spans', 'traces' or 'genai_metrics'")
     spans = query.level == "spans"
     groups, m = (SPAN_GROUPS, SPAN_METRICS) if spans else (TRACE_GROUPS, TRACE_METRICS)
     params = filters.ParamCounter()
@@ -96,5 +99,8 @@ def aggregate_sql(query: AggregateQuery, allowed_projects: list[str] | None) -> 
 
 
 def aggregate(store: Store, query: AggregateQuery, allowed_projects: list[str] | None):
+    if query.level == "genai_metrics":
+        return metrics.genai_metrics(store, query.group_by, query.bucket_seconds, query.projects, query.filter_string,
+                                     query.start_ms, query.end_ms, allowed_projects)
     sql, params = aggregate_sql(query, allowed_projects)
     return store.query_arrow(sql, parameters=params)

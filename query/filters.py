@@ -178,9 +178,23 @@ FIELDS: dict[str, Field] = {
     "span.content": Field("span", "", FULLTEXT),
     "span.attributes": Field("span", "{c}SpanAttributes", MAP),
     "resource": Field("span", "{c}ResourceAttributes", MAP),
+    # Log records (`otel_logs`): a logs search, or traces/spans that have a matching record.
+    "log.body": Field("log", "{c}Body", TEXT),
+    "log.severity": Field("log", "{c}SeverityText", TEXT),
+    "log.severity_number": Field("log", "{c}SeverityNumber", NUMBER),
+    "log.service": Field("log", "{c}ServiceName", TEXT),
+    "log.event_name": Field("log", "if({c}EventName != '', {c}EventName, {c}LogAttributes['event.name'])", TEXT),
+    "log.trace_id": Field("log", "{c}TraceId", TEXT),
+    "log.span_id": Field("log", "{c}SpanId", TEXT),
+    "log.scope": Field("log", "{c}ScopeName", TEXT),
+    "log.attributes": Field("log", "{c}LogAttributes", MAP),
+    # Metric data points (`otel_metrics_*`), in a metrics query only.
+    "metric.service": Field("metric", "{c}ServiceName", TEXT),
+    "metric.scope": Field("metric", "{c}ScopeName", TEXT),
+    "metric.attributes": Field("metric", "{c}Attributes", MAP),
     # Assessments (the evaluation issue's table): trace_id, kind, name, value as text.
-    "feedback": Field("assessment", "value", MAP),
-    "expectation": Field("assessment", "value", MAP),
+    "feedback": Field("assessment", "Value", MAP),
+    "expectation": Field("assessment", "Value", MAP),
 }
 
 _ALIASES = {
@@ -194,7 +208,7 @@ _PREFIXES = {
     "tags": "tags", "tag": "tags", "metadata": "metadata", "request_metadata": "metadata",
     "attributes": "trace", "attribute": "trace", "trace": "trace", "span": "span",
     "resource": "resource", "feedback": "feedback", "expectation": "expectation",
-    "session": "session", "user": "user",
+    "session": "session", "user": "user", "log": "log", "metric": "metric",
 }
 _KEYED = {"tags", "metadata", "resource", "feedback", "expectation"}
 _NUMBER_OPS = {"=", "!=", ">", ">=", "<", "<=", "IN", "NOT IN"}
@@ -336,17 +350,17 @@ def _resolve(field_tree, text: str) -> tuple[str, str | None]:
         hint = f"; did you mean '{guess[0]}.{tail}'?" if guess else (
             "; fields start with tags., metadata., trace., span., resource., feedback. or expectation.")
         raise FilterError(f"unknown field '{written}' at column {column}{hint}", column)
-    if (prefix in _KEYED and not rest) or written.lower() == "span.attributes" or (bare and rest[0] in _PREFIXES):
+    if (prefix in _KEYED and not rest) or written.lower() in _RECORD_MAPS or (bare and rest[0] in _PREFIXES):
         raise FilterError(f"unknown field '{written}' at column {column}; did you mean '{written}.<key>'?", column)
     if prefix in _KEYED:
         return prefix, ".".join(rest)
-    if prefix == "span" and len(rest) > 1 and rest[0].lower() == "attributes":
-        return "span.attributes", ".".join(rest[1:])
+    if f"{prefix}.attributes" in _RECORD_MAPS and len(rest) > 1 and rest[0].lower() == "attributes":
+        return f"{prefix}.attributes", ".".join(rest[1:])
     name = _ALIASES.get(f"{prefix}." + ".".join(rest).lower(), f"{prefix}." + ".".join(rest).lower())
-    if name in FIELDS and name != "span.attributes":
+    if name in FIELDS and name not in _RECORD_MAPS:
         return name, None
-    family = "trace." if prefix == "trace" else "span." if prefix == "span" else ""
-    known = [n for n in list(FIELDS) + list(_ALIASES) if n.startswith(family) and n != "span.attributes"]
+    family = f"{prefix}." if prefix in ("trace", "span", "log", "metric") else ""
+    known = [n for n in list(FIELDS) + list(_ALIASES) if n.startswith(family) and n not in _RECORD_MAPS]
     if not family:
         known = ["session.id", "user.id"]
     guess = difflib.get_close_matches(name, known, n=1)
@@ -380,6 +394,16 @@ def compile_span_filter(expr: Expr, params: ParamCounter) -> str:
     return _compile(expr, params, "span")
 
 
+def compile_log_filter(expr: Expr, params: ParamCounter) -> str:
+    """A boolean over `otel_logs AS l`: log.* fields, resource.k, trace.trace_id, trace.project."""
+    return _compile(expr, params, "log")
+
+
+def compile_metric_filter(expr: Expr, params: ParamCounter) -> str:
+    """A boolean over an `otel_metrics_* AS m` table: metric.* fields, resource.k, trace.project."""
+    return _compile(expr, params, "metric")
+
+
 def _compile(expr: Expr, params: ParamCounter, target: str) -> str:
     if isinstance(expr, And):
         return "(" + " AND ".join(_compile(e, params, target) for e in expr.items) + ")"
@@ -393,13 +417,23 @@ def _compile(expr: Expr, params: ParamCounter, target: str) -> str:
 def _place(cmp: Comparison, params: ParamCounter, target: str) -> str:
     """Put one comparison where its data lives, relative to the table being searched."""
     spec = FIELDS[cmp.field]
+    if target in _RECORD_ALIASES:
+        return _record_condition(spec, cmp, params, target)
     alias = "t." if target == "trace" else "s."
+    if spec.scope == "log":  # traces or spans with a matching log record
+        cond = _field_condition(spec, cmp, params, "")
+        if target == "span":
+            return f"(s.TraceId, s.SpanId) IN (SELECT TraceId, SpanId FROM otel_logs WHERE {cond})"
+        return f"t.TraceId IN (SELECT TraceId FROM otel_logs WHERE TraceId != '' AND {cond})"
+    if spec.scope == "metric":
+        raise FilterError(f"{_label(cmp)} at column {cmp.column} applies to metrics queries only", cmp.column)
     if spec.scope == "assessment":
         kind = f"'{cmp.field}'"  # 'feedback' or 'expectation', from the field table
         name = params.bind(cmp.key, "String")
         cond = _condition(spec.sql, cmp, params, map_value=True)
-        return (f"{alias}TraceId IN (SELECT trace_id FROM tracehouse_assessments "
-                f"WHERE kind = {kind} AND name = {name} AND {cond})")
+        # The newest value per source counts (a corrected score replaces the old one); errors never match.
+        return (f"{alias}TraceId IN (SELECT TraceId FROM tracehouse_assessments_latest "
+                f"WHERE Kind = {kind} AND Name = {name} AND Error = '' AND {cond})")
     if spec.scope == "trace_spans":
         return f"{alias}TraceId IN (SELECT TraceId FROM otel_traces WHERE {_field_condition(spec, cmp, params, '')})"
     if spec.scope == target:
@@ -411,10 +445,34 @@ def _place(cmp: Comparison, params: ParamCounter, target: str) -> str:
     return f"s.TraceId IN (SELECT TraceId FROM tracehouse_traces FINAL WHERE {_field_condition(spec, cmp, params, '')})"
 
 
+_RECORD_ALIASES = {"log": "l.", "metric": "m."}
+_RECORD_MAPS = {"span.attributes", "log.attributes", "metric.attributes"}
+
+
+def _label(cmp: Comparison) -> str:
+    return cmp.field if cmp.key is None else f"{cmp.field}.{cmp.key}"
+
+
+def _record_condition(spec: Field, cmp: Comparison, params: ParamCounter, target: str) -> str:
+    """A comparison in a logs or metrics search: the record's own fields, its resource, and the
+    trace fields a record carries (trace id for logs, project for both)."""
+    if spec.scope == target or cmp.field == "resource":
+        return _field_condition(spec, cmp, params, _RECORD_ALIASES[target])
+    if spec.span_sql and (target == "log" or cmp.field == "trace.project"):
+        return _field_condition(Field(target, spec.span_sql, spec.kind), cmp, params, _RECORD_ALIASES[target])
+    usable = sorted(n for n, f in FIELDS.items() if f.scope == target)
+    raise FilterError(f"{_label(cmp)} at column {cmp.column} cannot filter {target}s; use "
+                      f"{', '.join(usable)}, resource.<key> or trace.project", cmp.column)
+
+
 def _field_condition(spec: Field, cmp: Comparison, params: ParamCounter, prefix: str) -> str:
     if spec.kind == FULLTEXT:
         pattern = params.bind(cmp.value, "String")
-        return "(" + " OR ".join(_match(f"{prefix}{c}", cmp.op, pattern) for c in ("Inputs", "Outputs")) + ")"
+        own = [_match(f"{prefix}{c}", cmp.op, pattern) for c in ("Inputs", "Outputs")]
+        # Content that came in GenAI log events (query/span_content.py) counts as the span's own.
+        logged = (f"({prefix}TraceId, {prefix}SpanId) IN (SELECT TraceId, SpanId FROM tracehouse_span_content "
+                  f"WHERE {_match('Content', cmp.op, pattern)})")
+        return "(" + " OR ".join(own + [logged]) + ")"
     sql = spec.sql.replace("{c}", prefix)
     if spec.kind == MAP:
         key = params.bind(spec.fixed_key or cmp.key, "String")

@@ -22,6 +22,17 @@ PROJECT_SCOPED_TABLES = {
     "otel_traces_trace_id_ts": ("TraceId IN (SELECT TraceId FROM tracehouse_traces "
                                 "WHERE Project IN {__projects:Array(String)})"),
     "tracehouse_model_prices": "1",
+    # Assessments and evaluation jobs (issue #5): jobs and rules carry the project of the key that made them.
+    "tracehouse_assessments": "Project IN {__projects:Array(String)}",
+    "tracehouse_assessments_latest": "Project IN {__projects:Array(String)}",
+    "tracehouse_eval_jobs": "Project IN {__projects:Array(String)}",
+    "tracehouse_eval_rules": "Project IN {__projects:Array(String)}",
+    "tracehouse_eval_job_traces": ("JobId IN (SELECT JobId FROM tracehouse_eval_jobs "
+                                   "WHERE Project IN {__projects:Array(String)})"),
+    # Logs and metrics (issue #6) carry their project like spans do.
+    **{table: "Project IN {__projects:Array(String)}" for table in (
+        "otel_logs", "tracehouse_span_content", "otel_metrics_gauge", "otel_metrics_sum", "otel_metrics_histogram",
+        "otel_metrics_exponential_histogram", "otel_metrics_summary")},
 }
 DEFAULT_MAX_ROWS = 10_000
 MAX_ROWS_LIMIT = 1_000_000

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from tracehouse.query.filters import (And, Comparison, FIELDS, FilterError, Not, Or, ParamCounter,
-                                      compile_span_filter, compile_trace_filter, parse, trace_status)
+                                      compile_log_filter, compile_metric_filter, compile_span_filter, compile_trace_filter,
+                                      parse, trace_status)
 
 PROJECT = "filters-test"
 T0 = 1_750_000_000_000  # ms
@@ -226,11 +227,12 @@ def test_compiled_sql_binds_every_key_and_value():
         "NOT ((t.TraceId IN (SELECT TraceId FROM otel_traces WHERE SpanName = {p0:String}) "
         "OR dateDiff('millisecond', t.Start, t.End) <= {p1:Float64}))", {"p0": "a", "p1": 5.0})
     assert compiled("trace.text ILIKE '%ssl%'") == (
-        "t.TraceId IN (SELECT TraceId FROM otel_traces WHERE (ilike(Inputs, {p0:String}) OR ilike(Outputs, {p0:String})))",
+        "t.TraceId IN (SELECT TraceId FROM otel_traces WHERE (ilike(Inputs, {p0:String}) OR ilike(Outputs, {p0:String}) "
+        "OR (TraceId, SpanId) IN (SELECT TraceId, SpanId FROM tracehouse_span_content WHERE ilike(Content, {p0:String}))))",
         {"p0": "%ssl%"})
     assert compiled("feedback.correct >= 0.5") == (
-        "t.TraceId IN (SELECT trace_id FROM tracehouse_assessments WHERE kind = 'feedback' AND name = {p0:String} "
-        "AND toFloat64OrNull(value) >= {p1:Float64})", {"p0": "correct", "p1": 0.5})
+        "t.TraceId IN (SELECT TraceId FROM tracehouse_assessments_latest WHERE Kind = 'feedback' AND Name = {p0:String} "
+        "AND Error = '' AND toFloat64OrNull(Value) >= {p1:Float64})", {"p0": "correct", "p1": 0.5})
 
 
 def test_span_filter_reads_span_columns_directly_and_trace_fields_through_the_summary():
@@ -244,9 +246,13 @@ def test_span_filter_reads_span_columns_directly_and_trace_fields_through_the_su
 def test_every_field_compiles_to_valid_clickhouse_sql(store):
     """Including feedback/expectation, whose table arrives with the evaluation issue."""
     forms = {"text": "{f} = 'a'", "number": "{f} >= 1", "map": "{f}.k = 'a'", "fulltext": "{f} LIKE '%a%'"}
+    targets = {"trace": (compile_trace_filter, "tracehouse_traces AS t FINAL"), "span": (compile_span_filter, "otel_traces AS s"),
+               "log": (compile_log_filter, "otel_logs AS l"), "metric": (compile_metric_filter, "otel_metrics_gauge AS m")}
     for name, spec in FIELDS.items():
         text = (forms["text"] if spec.fixed_key else forms[spec.kind]).format(f=name)
-        for compile_, table in ((compile_trace_filter, "tracehouse_traces AS t FINAL"), (compile_span_filter, "otel_traces AS s")):
+        # metric fields filter metrics only; log fields also find traces and spans with such records
+        usable = ["metric"] if spec.scope == "metric" else ["log", "trace", "span"] if spec.scope == "log" else ["trace", "span"]
+        for compile_, table in (targets[t] for t in usable):
             sql = f"SELECT 1 FROM {table} WHERE {compile_(parse(text), ParamCounter())}"
             formatted = store.command("SELECT formatQuery({sql:String})", parameters={"sql": sql})
             assert formatted.startswith("SELECT 1"), (text, formatted)
@@ -362,7 +368,7 @@ def test_no_value_or_key_reaches_sql_as_text(traces, payload):
         f"trace.text ILIKE {v}": [],
         f"span.content RLIKE {quoted(chr(92) + 'Q' + payload + chr(92) + 'E')}": [],  # re2's literal text
         f"span.attributes.`tracehouse.tag.evil{i}` = {v}": [E],
-        " OR ".join(f"{name} = {v}" for name, spec in FIELDS.items() if spec.kind == "text"): [],
+        " OR ".join(f"{name} = {v}" for name, spec in FIELDS.items() if spec.kind == "text" and spec.scope != "metric"): [],
         f"trace.name IN ('evil', {v}) AND span.name ILIKE {v}": [],
     }
     for text, expected in searches.items():

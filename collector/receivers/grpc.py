@@ -1,4 +1,5 @@
-"""OTLP/gRPC receiver: `TraceService/Export` on grpc.aio, bytes in and bytes out.
+"""OTLP/gRPC receiver: `TraceService`, `LogsService` and `MetricsService` `Export` on grpc.aio,
+bytes in and bytes out.
 
 No deserializer is registered, so grpcio hands over the raw request; `Ingest` parses it once.
 grpcio itself handles `grpc-encoding: gzip` and enforces the decompressed size limit.
@@ -15,13 +16,15 @@ from tracehouse.auth import PROJECT_HEADER, key_from_headers
 from tracehouse.listen import PortInUse
 
 from .. import otlp
-from ..ingest import TRACES, Ingest, Signal, Unauthenticated, Unavailable
+from ..ingest import LOGS, METRICS, TRACES, Ingest, Signal, Unauthenticated, Unavailable
 from ..wal import WalFull
 
 log = logging.getLogger(__name__)
 
 SERVICES = {
     "opentelemetry.proto.collector.trace.v1.TraceService": TRACES,
+    "opentelemetry.proto.collector.logs.v1.LogsService": LOGS,
+    "opentelemetry.proto.collector.metrics.v1.MetricsService": METRICS,
 }
 
 

@@ -1,4 +1,5 @@
-"""OTLP/HTTP receiver: `POST /v1/traces` (protobuf or JSON, optionally gzip), health probes.
+"""OTLP/HTTP receiver: `POST /v1/traces`, `/v1/logs`, `/v1/metrics` (protobuf or JSON, optionally
+gzip), health probes.
 
 Bodies are read under two limits, the size as sent and the size after decompression, and
 decompression stops as soon as the second is passed, so a gzip bomb never expands in memory.
@@ -20,7 +21,7 @@ from starlette.routing import Route
 from tracehouse.auth import PROJECT_HEADER, key_from_headers
 
 from .. import otlp
-from ..ingest import TRACES, Ingest, Signal, Unauthenticated, Unavailable
+from ..ingest import SIGNALS, Ingest, Signal, Unauthenticated, Unavailable
 from ..wal import WalFull
 
 log = logging.getLogger(__name__)
@@ -137,5 +138,6 @@ def health_routes(ready: Callable[[], Awaitable[bool]]) -> list[Route]:
 
 
 def otlp_http_app(ingest: Ingest, ready: Callable[[], Awaitable[bool]], *, max_size: int, max_decompressed: int) -> Starlette:
-    routes = [Route("/v1/traces", _export_endpoint(ingest, TRACES, max_size, max_decompressed), methods=["POST"])]
+    routes = [Route(f"/v1/{signal.name}", _export_endpoint(ingest, signal, max_size, max_decompressed), methods=["POST"])
+              for signal in SIGNALS]
     return Starlette(routes=routes + health_routes(ready))

@@ -188,9 +188,9 @@ def _first_event_attribute(event: str, key: str) -> str:
     return f"if({found} = 0, '', `Events.Attributes`[{found}][{_lit(key)}])"
 
 
-def _with_system_instructions(messages: str) -> str:
+def _with_system_instructions(messages: str, column: str = "SpanAttributes") -> str:
     """gen_ai.input.messages, with gen_ai.system_instructions put in front as a system message."""
-    system = attr("gen_ai.system_instructions")
+    system = attr("gen_ai.system_instructions", column)
     return (f"if({system} = '' OR NOT startsWith({messages}, '['), {messages}, "
             f"concat('[{{\"role\":\"system\",\"parts\":', {system}, '}}', "
             f"if({messages} = '[]', ']', concat(',', substring({messages}, 2)))))")

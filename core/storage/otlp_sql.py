@@ -17,12 +17,13 @@ _ONEOF = (
 )
 
 
-def any_value_type(level: int = 1) -> str:
-    """Column type of an AnyValue at nesting `level` (1 = an attribute's value)."""
-    if level >= ANY_VALUE_DEPTH:
+def any_value_type(level: int = 1, depth: int = ANY_VALUE_DEPTH) -> str:
+    """Column type of an AnyValue at nesting `level` (1 = an attribute's value), in a .proto
+    that unrolls AnyValue to `depth` levels."""
+    if level >= depth:
         nested_array = nested_kvlist = "String"  # deeper values arrive as raw bytes
     else:
-        inner = any_value_type(level + 1)
+        inner = any_value_type(level + 1, depth)
         nested_array = f"Tuple(values Array({inner}))"
         nested_kvlist = f"Tuple(values Array(Tuple(key String, value {inner})))"
     return (
@@ -31,11 +32,11 @@ def any_value_type(level: int = 1) -> str:
     )
 
 
-def key_values_type() -> str:
-    return f"Array(Tuple(key String, value {any_value_type()}))"
+def key_values_type(depth: int = ANY_VALUE_DEPTH) -> str:
+    return f"Array(Tuple(key String, value {any_value_type(1, depth)}))"
 
 
-def _render(v: str, level: int, *, quoted: bool) -> str:
+def _render(v: str, level: int, *, quoted: bool, depth: int = ANY_VALUE_DEPTH) -> str:
     """Text of every AnyValue in the Array(AnyValue) `v` (at nesting `level`), one per element.
 
     One arrayMap over the value's subcolumns, with one multiIf branch per oneof variant: arrays
@@ -53,7 +54,7 @@ def _render(v: str, level: int, *, quoted: bool) -> str:
                 f"{p}t = 'bytes_value', {bytes_}"]
     params = [f"{p}{x}" for x in "tsidby"]
     args = [f"{v}.{f}" for f in ("value", "string_value", "int_value", "double_value", "bool_value", "bytes_value")]
-    if level < ANY_VALUE_DEPTH:  # deeper composites arrive as raw bytes: null
+    if level < depth:  # deeper composites arrive as raw bytes: null
         # Array elements and map members go through one arrayMap over their concatenation (one
         # of the two is empty), members prefixed with their key, so each level holds one copy
         # of the next: the SQL, and ClickHouse's per-insert analysis of it, grow linearly with
@@ -62,7 +63,7 @@ def _render(v: str, level: int, *, quoted: bool) -> str:
         prefixes = (f"arrayConcat(arrayMap(_e -> '', {p}a.values.value), "
                     f"arrayMap(_k -> concat(toJSONString(toValidUTF8(_k)), ':'), {p}m.values.key))")
         body = (f"arrayStringConcat(arrayMap((_p, _r) -> concat(_p, _r), {prefixes}, "
-                f"{_render(elements, level + 1, quoted=True)}), ',')")
+                f"{_render(elements, level + 1, quoted=True, depth=depth)}), ',')")
         branches.append(f"{p}t IN ('array_value', 'kvlist_value'), "
                         f"concat(if({p}t = 'array_value', '[', '{{'), {body}, if({p}t = 'array_value', ']', '}}'))")
         params += [f"{p}a", f"{p}m"]
@@ -74,9 +75,15 @@ def attribute_keys(key_values: str) -> str:
     return f"arrayMap(_k -> toValidUTF8(_k), {key_values}.key)"
 
 
-def attribute_values(key_values: str) -> str:
+def attribute_values(key_values: str, depth: int = ANY_VALUE_DEPTH) -> str:
     """The attribute-map text of every value of a repeated KeyValue (AsString() semantics)."""
-    return _render(f"{key_values}.value", 1, quoted=False)
+    return _render(f"{key_values}.value", 1, quoted=False, depth=depth)
+
+
+def values_text(values: str, depth: int = ANY_VALUE_DEPTH) -> str:
+    """The AsString() text of every AnyValue in the Array(AnyValue) `values` (a log body
+    wrapped in a one-element array, say)."""
+    return _render(values, 1, quoted=False, depth=depth)
 
 
 TRUNCATION_MARK = "…[truncated]"

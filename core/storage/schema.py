@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from . import normalize, otlp_sql
+from . import logs_metrics, normalize, otlp_sql
 
 MIGRATIONS_TABLE = "tracehouse_schema_migrations"
 PRICES_TABLE = "tracehouse_model_prices"
@@ -426,6 +426,10 @@ class Schema:
                 + self._table(EVAL_RULES_TABLE, rules, self._engine("ReplacingMergeTree", "UpdatedAt"),
                               "ORDER BY RuleId\n" + self._settings(dedup=False), sharding_key="cityHash64(RuleId)"))
 
+    def logs_and_metrics(self) -> list[str]:
+        """otel_logs, the five otel_metrics_* tables and what feeds them (logs_metrics.py)."""
+        return logs_metrics.statements(self)
+
     # -- migrations -------------------------------------------------------------------------
 
     def migrations(self) -> list[Migration]:
@@ -436,13 +440,14 @@ class Schema:
                       + self.traces_staging()),
             Migration(2, "evaluation: assessments (feedback, expectations, scores), jobs, online rules",
                       self.assessments() + self.evaluation_jobs()),
-            # Migration 3 is reserved for logs and metrics (issue #6).
+            Migration(3, "logs and metrics: otel_logs, otel_metrics_*, OTLP staging, span content of "
+                         "GenAI log events, evaluation events as assessments", self.logs_and_metrics()),
         ]
 
     def retention_statements(self) -> list[str]:
         """Bring the TTL of existing tables in line with the current retention setting."""
         ttl_columns = {TRACES_TABLE: "toDateTime(Timestamp)", TRACE_ID_TS_TABLE: "toDateTime(Start)",
-                       TRACE_SUMMARY_TABLE: "toDateTime(Start)"}
+                       TRACE_SUMMARY_TABLE: "toDateTime(Start)", **logs_metrics.TTL_COLUMNS}
         statements = []
         for table, column in ttl_columns.items():
             target = f"ALTER TABLE {self.storage_name(table)}{self.on_cluster}"

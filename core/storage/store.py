@@ -13,6 +13,7 @@ from urllib.parse import urlsplit
 import clickhouse_connect
 from clickhouse_connect.driver.exceptions import ClickHouseError
 
+from . import logs_metrics
 from . import prices as price_source
 from .schema import (MIGRATIONS_TABLE, PRICES_DICTIONARY, PRICES_TABLE, Schema, SchemaOptions,
                      TRACES_PROTO_FILE, TRACES_PROTO_MESSAGE, TRACES_STAGING_TABLE)
@@ -32,6 +33,9 @@ class ProtobufTarget:
 
 
 TRACES = ProtobufTarget(TRACES_STAGING_TABLE, TRACES_PROTO_FILE, TRACES_PROTO_MESSAGE)
+LOGS = ProtobufTarget(logs_metrics.LOGS_STAGING_TABLE, logs_metrics.LOGS_PROTO_FILE, logs_metrics.LOGS_PROTO_MESSAGE)
+METRICS = ProtobufTarget(logs_metrics.METRICS_STAGING_TABLE, logs_metrics.METRICS_PROTO_FILE,
+                         logs_metrics.METRICS_PROTO_MESSAGE)
 
 # Settings for every statement. FINAL may merge each partition on its own because the
 # summary table keeps all rows of a trace in one partition (schema.trace_summaries).

@@ -1,0 +1,109 @@
+"""GenAI content that arrived in log events, read as the content of its span (issue #6).
+
+Instrumentations such as the official openai-v2 put prompts and completions in log records
+correlated to the span by trace and span id, not on the span. A view files each such event in
+`tracehouse_span_content` as a JSON message list (storage/logs_metrics.py); here those lists
+are merged per span, in event order, and stand in for the span's normalized `Inputs` /
+`Outputs` wherever the span has none of its own. Read-time, on the spans or trace rows a
+request already has in hand, so no trace read pays for it unless it shows content.
+
+`span_inputs_outputs` is the entry point for evaluation: a span's effective inputs/outputs.
+"""
+from __future__ import annotations
+
+import json
+
+import pyarrow as pa
+
+from tracehouse.storage.schema import PREVIEW_CHARS
+from tracehouse.storage.store import Store
+
+from .filters import ParamCounter
+
+
+def logged_content(store: Store, trace_ids: list[str], projects: list[str] | None) -> dict[tuple[str, str], dict]:
+    """{(trace id, span id): {"inputs": json text, "outputs": json text}} from log events."""
+    if not trace_ids:
+        return {}
+    params = ParamCounter()
+    where = [f"TraceId IN {params.bind(list(trace_ids), 'Array(String)')}"]
+    if projects is not None:
+        where.append(f"Project IN {params.bind(list(projects), 'Array(String)')}")
+    # Each row is a JSON array; the span's list is their elements, in event order.
+    sql = f"""
+SELECT TraceId, SpanId, Direction,
+       concat('[', arrayStringConcat(arrayFilter(x -> x != '',
+           arrayMap(c -> substring(c.3, 2, length(c.3) - 2), arraySort(groupArray((Timestamp, Seq, Content))))), ','), ']')
+FROM tracehouse_span_content
+WHERE {' AND '.join(where)}
+GROUP BY TraceId, SpanId, Direction"""
+    content: dict[tuple[str, str], dict] = {}
+    for trace_id, span_id, direction, messages in store.query(sql, parameters=params.values).result_rows:
+        content.setdefault((trace_id, span_id), {"inputs": "", "outputs": ""})[f"{direction}s"] = messages
+    return content
+
+
+def fill_spans(store: Store, rows: list[dict], projects: list[str] | None) -> None:
+    """Give span rows (trace_id or the given one, span_id, inputs, outputs as stored text) the
+    content of their log events where they have none of their own."""
+    trace_ids = sorted({row["trace_id"] for row in rows})
+    content = logged_content(store, trace_ids, projects)
+    for row in rows:
+        logged = content.get((row["trace_id"], row["span_id"]))
+        if logged:
+            for key in ("inputs", "outputs"):
+                if not row[key]:
+                    row[key] = logged[key]
+
+
+def fill_previews(store: Store, table: pa.Table) -> pa.Table:
+    """Trace summary rows (search results) whose root span's content came in log events get it
+    as their `inputs` / `outputs` preview, cut as the summary's own previews are."""
+    if table.num_rows == 0 or "inputs" not in table.column_names:
+        return table
+    rows = table.select(["trace_id", "project", "root_span_id", "inputs", "outputs"]).to_pylist()
+    wanting = [r for r in rows if r["root_span_id"] and not (r["inputs"] and r["outputs"])]
+    if not wanting:
+        return table
+    content = logged_content(store, [r["trace_id"] for r in wanting], sorted({r["project"] for r in wanting}))
+    for name in ("inputs", "outputs"):
+        values = []
+        for row in rows:
+            logged = content.get((row["trace_id"], row["root_span_id"]))
+            values.append(row[name] or (logged[name][:PREVIEW_CHARS] if logged else ""))
+        index = table.column_names.index(name)
+        table = table.set_column(index, name, pa.array(values, pa.string()))
+    return table
+
+
+def _maybe_json(text: str):
+    if text and text[0] in "[{\"" and text[-1] in "]}\"":
+        try:
+            return json.loads(text)
+        except ValueError:
+            pass
+    return text
+
+
+def span_inputs_outputs(store: Store, trace_id: str, allowed_projects: list[str] | None,
+                        span_ids: list[str] | None = None) -> dict[str, dict]:
+    """The effective inputs and outputs of a trace's spans: {span id: {"inputs", "outputs"}},
+    the span's own normalized content, else that of its GenAI log events; JSON is decoded.
+
+    For evaluation, which needs a span's question and answer whichever way they were sent.
+    """
+    params = ParamCounter()
+    wanted = params.bind(trace_id.strip().lower(), "String")
+    where = [f"TraceId = {wanted}", "Timestamp >= first_seen", "Timestamp <= last_seen"]
+    if allowed_projects is not None:
+        where.append(f"Project IN {params.bind(list(allowed_projects), 'Array(String)')}")
+    if span_ids is not None:
+        where.append(f"SpanId IN {params.bind(list(span_ids), 'Array(String)')}")
+    result = store.query(f"""
+WITH (SELECT min(Start) FROM otel_traces_trace_id_ts WHERE TraceId = {wanted}) AS first_seen,
+     (SELECT max(End) + 1 FROM otel_traces_trace_id_ts WHERE TraceId = {wanted}) AS last_seen
+SELECT TraceId AS trace_id, SpanId AS span_id, Project AS project, Inputs AS inputs, Outputs AS outputs
+FROM otel_traces WHERE {' AND '.join(where)}""", parameters=params.values)
+    rows = [dict(zip(result.column_names, row)) for row in result.result_rows]
+    fill_spans(store, rows, sorted({r["project"] for r in rows}))
+    return {r["span_id"]: {"inputs": _maybe_json(r["inputs"]), "outputs": _maybe_json(r["outputs"])} for r in rows}
