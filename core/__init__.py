@@ -17,6 +17,7 @@ _INSTRUMENTATION_NAMES = {
 
 
 _CLIENT_NAMES = {"Client", "search_traces", "TracehouseError"}
+_SUBMODULES = {"scorers", "evaluate"}
 
 
 def __getattr__(name):
@@ -28,4 +29,8 @@ def __getattr__(name):
         from tracehouse import client
 
         return getattr(client, name)
+    if name in _SUBMODULES:
+        import importlib
+
+        return importlib.import_module(f"tracehouse.{name}")
     raise AttributeError(f"module 'tracehouse' has no attribute {name!r}")

@@ -96,16 +96,22 @@ class QueryService:
         self.store = store
         self.port = 0
         self._http: HttpServer | None = None
+        self.evaluations = None
 
     async def start(self) -> None:
         from tracehouse.query.app import create_app
+        from tracehouse.query.evaluation.jobs import EvaluationService
 
         s = self.settings
         sock = bind_socket(s.host, s.query_port, "--query-port")
-        self._http = HttpServer(create_app(self.store, s.load_api_keys()), sock)
+        self.evaluations = EvaluationService(self.store)
+        self._http = HttpServer(create_app(self.store, s.load_api_keys(), evaluations=self.evaluations), sock)
+        await self.evaluations.start()  # resumes the jobs a previous run left unfinished
         self.port = self._http.port
         log.info("query API listening on http://%s:%d (docs at /docs)", s.host, self.port)
 
     async def stop(self) -> None:
         if self._http is not None:
             await self._http.stop()
+        if self.evaluations is not None:
+            await self.evaluations.stop()

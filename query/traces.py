@@ -11,9 +11,12 @@ import base64
 import json
 from dataclasses import dataclass
 
+from tracehouse.storage.schema import PREVIEW_CHARS
 from tracehouse.storage.store import Store
 
-from . import filters
+from . import filters, span_content
+from .evaluation import assessments
+from .evaluation.extract import maybe_json as _maybe_json
 
 MAX_RESULTS_LIMIT = 10_000
 
@@ -157,7 +160,9 @@ def search(store: Store, query: TraceQuery, allowed_projects: list[str] | None):
         where.append(f"({filters.compile_trace_filter(filters.parse(query.filter_string), params)})")
     sql = (f"SELECT {SUMMARY_COLUMNS}\nFROM tracehouse_traces AS t FINAL\nPREWHERE {prewhere}\n"
            f"WHERE {' AND '.join(where)}\nORDER BY {_order_clause(query.order_by)}")
-    return fetch_page(store, sql, params, query)
+    table, next_token = fetch_page(store, sql, params, query)
+    table = span_content.fill_previews(store, table)  # roots whose content came in GenAI log events
+    return assessments.with_assessments(store, table, allowed_projects), next_token
 
 
 SPAN_COLUMNS = """
@@ -175,26 +180,22 @@ SPAN_COLUMNS = """
     arrayMap((t, s, st, a) -> tuple(t, s, st, a), `Links.TraceId`, `Links.SpanId`, `Links.TraceState`, `Links.Attributes`) AS links"""
 
 
-def get_trace_sql() -> str:
+def get_trace_sql(bounded_above: bool = True) -> str:
+    """The spans of one trace in one project, between its first span's start and last span's end.
+
+    The bounds are the trace's summary row (Start = min(Timestamp), End = max(Timestamp +
+    Duration) over that project's spans), so they are exact and cost no extra lookup; they
+    prune `otel_traces` by its date partition and the time column of its sorting key, and the
+    TraceId bloom filter does the rest. (`otel_traces_trace_id_ts` gives the same bounds to
+    second precision, for two more reads.) `bounded_above=False` when End wrapped around.
+    """
+    upper = "AND Timestamp <= fromUnixTimestamp64Nano({last_ns:Int64}) " if bounded_above else ""
     return f"""
-WITH
-    {{trace_id:String}} AS wanted,
-    (SELECT min(Start) FROM otel_traces_trace_id_ts WHERE TraceId = wanted) AS first_seen,
-    (SELECT max(End) + 1 FROM otel_traces_trace_id_ts WHERE TraceId = wanted) AS last_seen
 SELECT {SPAN_COLUMNS}
 FROM otel_traces
-WHERE TraceId = wanted AND Timestamp >= first_seen AND Timestamp <= last_seen AND Project IN {{projects:Array(String)}}
+PREWHERE TraceId = {{trace_id:String}} AND Timestamp >= fromUnixTimestamp64Nano({{first_ns:Int64}}) {upper}\
+AND Project IN {{projects:Array(String)}}
 ORDER BY Timestamp, SpanId"""
-
-
-def _maybe_json(text: str):
-    """Inputs and outputs are JSON when they look like it; plain text otherwise."""
-    if text and text[0] in "[{\"" and text[-1] in "]}\"":
-        try:
-            return json.loads(text)
-        except ValueError:
-            pass
-    return text
 
 
 def _span(row: dict) -> dict:
@@ -229,15 +230,27 @@ def get_trace(store: Store, trace_id: str, allowed_projects: list[str] | None) -
     where = [f"t.TraceId = {params.bind(trace_id, 'String')}"]
     if allowed_projects is not None:
         where.append(f"t.Project IN {params.bind(list(allowed_projects), 'Array(String)')}")
-    summary = store.query(f"SELECT {SUMMARY_COLUMNS} FROM tracehouse_traces AS t FINAL PREWHERE {' AND '.join(where)}",
+    summary = store.query(f"SELECT {SUMMARY_COLUMNS}, toUnixTimestamp64Nano(t.Start) AS _first_ns, "
+                          f"toUnixTimestamp64Nano(t.End) AS _last_ns "
+                          f"FROM tracehouse_traces AS t FINAL PREWHERE {' AND '.join(where)}",
                           parameters=params.values)
     if not summary.result_rows:
         return None
     trace = dict(zip(summary.column_names, summary.result_rows[0]))
-    result = store.query(get_trace_sql(), parameters={"trace_id": trace_id, "projects": [trace["project"]]})
-    spans = [_span(dict(zip(result.column_names, row))) for row in result.result_rows]
+    first_ns, last_ns = trace.pop("_first_ns"), trace.pop("_last_ns")
+    result = store.query(get_trace_sql(bounded_above=last_ns >= first_ns),
+                         parameters={"trace_id": trace_id, "projects": [trace["project"]],
+                                     "first_ns": first_ns, "last_ns": last_ns})
+    rows = [{"trace_id": trace_id, **dict(zip(result.column_names, row))} for row in result.result_rows]
+    span_content.fill_spans(store, rows, [trace["project"]])  # content that came in GenAI log events
+    spans = [_span({k: v for k, v in row.items() if k != "trace_id"}) for row in rows]
+    root = next((row for row in rows if row["span_id"] == trace["root_span_id"]), None)
+    if root is not None:
+        trace["inputs"] = trace["inputs"] or root["inputs"][:PREVIEW_CHARS]
+        trace["outputs"] = trace["outputs"] or root["outputs"][:PREVIEW_CHARS]
     trace["inputs"], trace["outputs"] = _maybe_json(trace["inputs"]), _maybe_json(trace["outputs"])
     trace["spans"] = build_tree(spans)
+    trace["assessments"] = assessments.latest(store, [trace_id], allowed_projects)[trace_id]
     return trace
 
 
@@ -283,4 +296,4 @@ def session_traces(store: Store, session_id: str, allowed_projects: list[str] | 
     where = f"t.SessionId = {params.bind(session_id, 'String')}"
     sql = (f"SELECT {SUMMARY_COLUMNS}\nFROM tracehouse_traces AS t FINAL\nPREWHERE {prewhere}\nWHERE {where}\n"
            f"ORDER BY t.Start, t.TraceId LIMIT {MAX_RESULTS_LIMIT}")
-    return store.query_arrow(sql, parameters=params.values)
+    return span_content.fill_previews(store, store.query_arrow(sql, parameters=params.values))

@@ -129,10 +129,10 @@ class ServerProcess:
 
     def __init__(self, data_dir: Path, *extra_args: str, env: dict | None = None):
         self.data_dir = data_dir
-        self.grpc_port, self.http_port = free_port(), free_port()
+        self.grpc_port, self.http_port, self.query_port = free_port(), free_port(), free_port()
         self.log_path = data_dir.parent / f"{data_dir.name}.log"
         args = [sys.executable, "-m", "tracehouse", "serve", "--data-dir", str(data_dir), "--grpc-port",
-                str(self.grpc_port), "--http-port", str(self.http_port), "--query-port", str(free_port()),
+                str(self.grpc_port), "--http-port", str(self.http_port), "--query-port", str(self.query_port),
                 "--batch-max-delay", "0.05", *extra_args]
         self._log = open(self.log_path, "ab")
         self.process = subprocess.Popen(args, stdout=self._log, stderr=subprocess.STDOUT,
