@@ -29,5 +29,6 @@ setup(
         "tracehouse.proto": ["*.proto"],
         "tracehouse.deploy": ["**/*"],
         "tracehouse.query": ["static/**/*"],
+        "tracehouse.query.ui": ["static/**/*"],
     },
 )

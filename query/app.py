@@ -20,7 +20,9 @@ from tracehouse import __version__
 from tracehouse.auth import ALL_PROJECTS, ApiKeys, key_from_headers
 from tracehouse.storage.store import Store
 
-from . import aggregates, filters, jaeger, sql, tempo, traces
+from . import aggregates, filters, jaeger, logs, metrics, sql, tempo, traces, ui, ui_api
+from .evaluation import routes as evaluation_routes
+from .evaluation.jobs import EvaluationService
 
 ARROW_STREAM = "application/vnd.apache.arrow.stream"
 
@@ -46,7 +48,8 @@ class SpanSearch(BaseModel):
 
 
 class AggregateRequest(BaseModel):
-    level: Literal["spans", "traces"] = Field("spans", description="aggregate LLM calls and other spans, or whole traces")
+    level: Literal["spans", "traces", "genai_metrics"] = Field(
+        "spans", description="aggregate LLM calls and other spans, whole traces, or the GenAI client metrics")
     group_by: list[str] = Field(default_factory=list, description="spans: model, provider, service, span_type, "
                                 "span_name, project, status; traces: service, name, project, session, user, status, tag.<key>")
     bucket_seconds: int | None = Field(None, gt=0, description="also group by time buckets of this width")
@@ -85,7 +88,9 @@ def table_response(request: Request, table: pa.Table, key: str, extra: dict | No
     return JSONResponse({key: _jsonable(table.to_pylist()), **(extra or {})})
 
 
-def create_app(store: Store, api_keys: ApiKeys, ready: Callable[[], Awaitable[bool]] | None = None) -> FastAPI:
+def create_app(store: Store, api_keys: ApiKeys, ready: Callable[[], Awaitable[bool]] | None = None,
+               evaluations: EvaluationService | None = None) -> FastAPI:
+    """`evaluations` runs evaluation jobs; the caller starts and stops it (QueryService does)."""
     app = FastAPI(title="tracehouse", version=__version__,
                   description="Trace search, trace by id and read-only SQL over tracehouse's ClickHouse tables.")
 
@@ -165,9 +170,14 @@ def create_app(store: Store, api_keys: ApiKeys, ready: Callable[[], Awaitable[bo
                                         timeout_s=body.timeout_seconds)
         return table_response(request, table, "rows")
 
+    app.include_router(evaluation_routes.router(store, caller_projects, evaluations or EvaluationService(store)))
+    app.include_router(logs.router(store, caller_projects))
+    app.include_router(metrics.router(store, caller_projects))
     # Jaeger owns the /api/traces/{id} both APIs define (and answers protobuf, Tempo's fallback);
     # the whole Tempo API is also under /tempo for Grafana's Tempo datasource.
     app.include_router(jaeger.router(store, caller_projects))
     app.include_router(tempo.router(store, caller_projects, v1_trace_by_id=False))
     app.include_router(tempo.router(store, caller_projects), prefix="/tempo")
+    app.include_router(ui_api.router(store, caller_projects))
+    ui.mount(app)  # the web UI answers every path no route above (or added later) answers
     return app
