@@ -14,6 +14,7 @@ evaluators=["default"], extra_metrics=[...], targets="ground_truth", predictions
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import sys
 import time
 from dataclasses import dataclass, field
@@ -108,9 +109,8 @@ def evaluate(client, data=None, scorers=None, judge=None, *, projects=None, expe
     stored = data is None or all(r.get("trace_id") for r in records)
     if not stored:
         items = [item_from_record(r, i, predictions=predictions, targets=targets) for i, r in enumerate(records)]
-        return asyncio.run(_run_locally(items, built, judge, Limits(concurrency=concurrency, rate_limit=rate_limit,
-                                                                        max_retries=max_retries,
-                                                                        timeout_s=timeout_seconds)))
+        return _run_sync(_run_locally(items, built, judge, Limits(concurrency=concurrency, rate_limit=rate_limit,
+                                                                  max_retries=max_retries, timeout_s=timeout_seconds)))
     expectations = {}
     for r in records:
         value = r.get(targets) if targets else r.get("expectations")
@@ -127,7 +127,7 @@ def evaluate(client, data=None, scorers=None, judge=None, *, projects=None, expe
                                             poll_seconds=poll_seconds)
     if local_scorers:
         trace_ids = body.get("trace_ids") or _selected_trace_ids(client, result, body)
-        local = asyncio.run(_run_locally(_stored_items(client, trace_ids, expectations), local_scorers, None,
+        local = _run_sync(_run_locally(_stored_items(client, trace_ids, expectations), local_scorers, None,
                                          Limits(concurrency=concurrency)))
         client.log_assessments([{**_as_assessment(r), "job_id": result.job_id or ""} for r in local.rows])
         result.rows += local.rows
@@ -170,6 +170,16 @@ def _as_assessment(row: dict) -> dict:
             "label": row["label"] or "", "rationale": row["rationale"] or "", "error": row["error"] or "",
             "source_type": "CODE", "source_id": row["scorer"],
             "metadata": {"passed": "" if row["passed"] is None else str(row["passed"]).lower()}}
+
+
+def _run_sync(coroutine):
+    """Run a coroutine to the end, also from code that already runs an event loop (Jupyter)."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(coroutine)
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        return pool.submit(asyncio.run, coroutine).result()
 
 
 async def _run_locally(items, scorers, judge, limits: Limits) -> EvaluationResult:

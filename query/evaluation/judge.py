@@ -5,6 +5,10 @@ api.openai.com, and OPENAI_API_KEY) or given as {"base_url", "model", "api_key_e
 is read from the environment of the process that calls the judge, by the variable's name;
 it is never sent to the server in a job nor stored.
 
+Keys go only where the operator pointed them: `<NAME>_API_KEY` is sent only to the URL in
+`<NAME>_BASE_URL` (for OPENAI_API_KEY, to api.openai.com when OPENAI_BASE_URL is unset). Without
+this, anyone allowed to start a job could send the server's key to a URL of their choosing.
+
 Every call goes through one client per job, which holds the job's limits: a concurrency
 limit, a rate limit (calls per second, token bucket) and retries with exponential backoff
 (honouring Retry-After) on 429, 5xx, timeouts and connection errors.
@@ -25,7 +29,7 @@ from urllib.parse import urlparse
 import aiohttp
 
 OPENAI_URL = "https://api.openai.com/v1"
-_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
+_KEY_ENV_NAME = re.compile(r"^[A-Z][A-Z0-9_]{0,100}_API_KEY$")
 RETRYABLE_STATUS = {408, 409, 425, 429, 500, 502, 503, 504}
 
 
@@ -41,7 +45,7 @@ class JudgeError(RuntimeError):
 class JudgeConfig:
     model: str
     base_url: str = OPENAI_URL
-    api_key_env: str = "OPENAI_API_KEY"
+    api_key_env: str | None = None   # None: OPENAI_API_KEY, sent only to its own base URL
     json_mode: bool = True          # ask for response_format json_object
     temperature: float = 0.0
 
@@ -76,10 +80,12 @@ def parse_judge(value) -> JudgeConfig:
     if parsed is None or parsed.scheme not in ("http", "https") or not parsed.hostname:
         raise JudgeConfigError(f"judge base_url {str(base_url)[:100]!r} must be an http(s) URL such as "
                                "'http://127.0.0.1:8000/v1'")
-    api_key_env = value.get("api_key_env", "OPENAI_API_KEY")
-    if not isinstance(api_key_env, str) or not _ENV_NAME.match(api_key_env):
-        raise JudgeConfigError("judge api_key_env must be the name of an environment variable, e.g. "
-                               "'OPENAI_API_KEY' (the key itself is never sent)")
+    api_key_env = value.get("api_key_env")
+    if api_key_env is not None and (not isinstance(api_key_env, str) or not _KEY_ENV_NAME.match(api_key_env)
+                                    or api_key_env.startswith("TRACEHOUSE_")):
+        raise JudgeConfigError("judge api_key_env must name an environment variable like 'MY_JUDGE_API_KEY' "
+                               "(upper case, ending in _API_KEY, not TRACEHOUSE_*); the key itself is never sent "
+                               "in a request")
     temperature = value.get("temperature", 0.0)
     if isinstance(temperature, bool) or not isinstance(temperature, int | float) or not 0 <= temperature <= 2:
         raise JudgeConfigError("judge temperature must be a number between 0 and 2")
@@ -161,11 +167,20 @@ class JudgeClient:
         return self._session
 
     def _headers(self) -> dict:
-        key = os.environ.get(self.config.api_key_env)
-        if not key and urlparse(self.config.base_url).hostname == "api.openai.com":
-            raise JudgeError(f"set {self.config.api_key_env} in the environment of the process that calls the "
-                             "judge (the query service for server jobs)")
-        return {"Authorization": f"Bearer {key}"} if key else {}
+        name = self.config.api_key_env or "OPENAI_API_KEY"
+        home = paired_base_url(name)
+        if home is None or home.rstrip("/") != self.config.base_url.rstrip("/"):
+            if self.config.api_key_env is None:
+                return {}  # the default key never leaves for another URL; a local judge needs none
+            prefix = name[:-len("_API_KEY")]
+            raise JudgeError(f"{name} is only sent to the URL in {prefix}_BASE_URL "
+                             f"({home or 'not set'}); set {prefix}_BASE_URL={self.config.base_url} in the "
+                             "environment of the process that calls the judge to allow this one")
+        key = os.environ.get(name)
+        if not key:
+            raise JudgeError(f"set {name} in the environment of the process that calls the judge "
+                             "(the query service for server jobs)")
+        return {"Authorization": f"Bearer {key}"}
 
     async def chat(self, messages: list[dict]) -> str:
         body = {"model": self.config.model, "messages": messages, "temperature": self.config.temperature}
@@ -199,6 +214,15 @@ class JudgeClient:
             attempt += 1
             self.retries += 1
             await asyncio.sleep(max(delay, retry_after or 0.0))
+
+
+def paired_base_url(key_env: str) -> str | None:
+    """The only URL the key in `key_env` may be sent to (see the module docstring)."""
+    prefix = key_env[:-len("_API_KEY")]
+    url = os.environ.get(f"{prefix}_BASE_URL")
+    if not url and prefix == "OPENAI":
+        url = OPENAI_URL
+    return url
 
 
 @functools.cache

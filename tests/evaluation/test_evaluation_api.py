@@ -366,3 +366,14 @@ def test_content_from_log_events_is_what_gets_scored(server, query_api, judge):
     result = Client(query_api.url).evaluate(projects=[project], scorers=["answer_relevance"], judge=judge.judge())
     assert [(r["value"], r["error"]) for r in result.rows] == [(4, "")]
     assert "## Question\nWhat is 2+2? SCORE=4\n\n## Answer\n4" in judge.prompts()[0]
+
+
+def test_local_evaluation_works_inside_a_running_event_loop(query_api):
+    """Notebooks run an event loop; evaluate() must not trip over it."""
+    import asyncio
+
+    async def notebook_cell():
+        return Client(query_api.url).evaluate(data=[{"outputs": "{}", "inputs": "q"}], scorers=["json_valid"])
+
+    result = asyncio.run(notebook_cell())
+    assert result.metrics["json_valid/v1/mean"] == 1.0

@@ -103,7 +103,9 @@ def test_code_scorers_need_no_judge_but_judges_do():
     ({"base_url": "ftp://x", "model": "m"}, "must be an http(s) URL"),
     ({"base_url": "http://127.0.0.1:1/v1"}, "judge needs a 'model'"),
     ({"model": "m", "api_key": "sk-secret"}, "unknown judge field(s) api_key"),
-    ({"model": "m", "api_key_env": "sk-secret-value!"}, "must be the name of an environment variable"),
+    ({"model": "m", "api_key_env": "sk-secret-value!"}, "api_key_env must name an environment variable"),
+    ({"model": "m", "api_key_env": "HOME"}, "api_key_env must name an environment variable"),
+    ({"model": "m", "api_key_env": "TRACEHOUSE_API_KEY"}, "not TRACEHOUSE_"),
     (42, "judge must be 'openai:/<model>'"),
 ])
 def test_bad_judges_are_refused_with_the_fix(value, message):
@@ -116,14 +118,28 @@ def test_openai_prefix_uses_standard_settings(monkeypatch):
     assert parse_judge("openai:/gpt-4o-mini").base_url == "https://api.openai.com/v1"
     monkeypatch.setenv("OPENAI_BASE_URL", "http://127.0.0.1:9/v1")
     config = parse_judge("openai:/gpt-4o-mini")
-    assert (config.model, config.base_url, config.api_key_env) == ("gpt-4o-mini", "http://127.0.0.1:9/v1", "OPENAI_API_KEY")
+    assert (config.model, config.base_url, config.api_key_env) == ("gpt-4o-mini", "http://127.0.0.1:9/v1", None)
 
 
-def test_api_key_comes_from_the_named_environment_variable(judge, monkeypatch):
-    monkeypatch.setenv("MY_JUDGE_KEY", "secret-123")
-    engine = Engine([scorers.answer_relevance()], {**judge.judge(), "api_key_env": "MY_JUDGE_KEY"})
-    run(engine, items(1))
-    assert judge.requests and judge.last_headers["authorization"] == "Bearer secret-123"
+def test_api_key_goes_only_to_its_own_base_url(judge, monkeypatch):
+    monkeypatch.setenv("MY_JUDGE_API_KEY", "secret-123")
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-openai")
+    monkeypatch.delenv("OPENAI_BASE_URL", raising=False)
+    # Named but not paired with this URL: refused, and nothing is sent.
+    engine = Engine([scorers.answer_relevance()], {**judge.judge(), "api_key_env": "MY_JUDGE_API_KEY"})
+    [refused] = run(engine, items(1))
+    assert refused.score.error.startswith("MY_JUDGE_API_KEY is only sent to the URL in MY_JUDGE_BASE_URL (not set)")
+    assert judge.requests == []
+    # Paired by the operator: sent.
+    monkeypatch.setenv("MY_JUDGE_BASE_URL", judge.base_url)
+    run(Engine([scorers.answer_relevance()], {**judge.judge(), "api_key_env": "MY_JUDGE_API_KEY"}), items(1))
+    assert judge.last_headers["authorization"] == "Bearer secret-123"
+    # The default OpenAI key never goes to another URL, and a local judge needs none.
+    run(Engine([scorers.answer_relevance()], judge.judge()), items(1))
+    assert "authorization" not in judge.last_headers
+    monkeypatch.setenv("OPENAI_BASE_URL", judge.base_url)
+    run(Engine([scorers.answer_relevance()], "openai:/gpt-4o-mini"), items(1))
+    assert judge.last_headers["authorization"] == "Bearer sk-openai" and judge.requests[-1]["model"] == "gpt-4o-mini"
 
 
 @pytest.mark.parametrize("limits, message", [
