@@ -31,6 +31,7 @@ ASSESSMENTS_LATEST_VIEW = "tracehouse_assessments_latest"
 EVAL_JOBS_TABLE = "tracehouse_eval_jobs"
 EVAL_JOB_TRACES_TABLE = "tracehouse_eval_job_traces"
 EVAL_RULES_TABLE = "tracehouse_eval_rules"
+EVAL_LEASES_TABLE = "tracehouse_eval_leases"
 
 TRACES_PROTO_FILE = "otlp_traces_ingest.proto"
 TRACES_PROTO_MESSAGE = "TracesBatch"
@@ -407,7 +408,8 @@ class Schema:
                            sharding_key="cityHash64(TraceId)") + [view]
 
     def evaluation_jobs(self) -> list[str]:
-        """Evaluation jobs and online rules: small tables of versions, the newest row per id wins (FINAL)."""
+        """Evaluation jobs, online rules and the lease that picks the process running them: small
+        tables of versions, the newest row per id wins (FINAL)."""
         jobs = ",\n".join(f"    {c}" for c in (
             "JobId String", "Project LowCardinality(String)", "Status LowCardinality(String)",
             "Spec String", "Total UInt64", "Error String",
@@ -418,7 +420,11 @@ class Schema:
             "RuleId String", "Project LowCardinality(String)", "Name String", "Status LowCardinality(String)",
             "Spec String", "Watermark DateTime64(9)", "CreatedAt DateTime64(3)", "UpdatedAt DateTime64(3)",
         ))
-        return (self._table(EVAL_JOBS_TABLE, jobs, self._engine("ReplacingMergeTree", "UpdatedAt"),
+        # Which query process runs jobs and rules: the holder of the lease named 'evaluation'.
+        leases = "    Name String,\n    Holder String,\n    ExpiresAt DateTime64(3),\n    UpdatedAt DateTime64(6)"
+        return (self._table(EVAL_LEASES_TABLE, leases, self._engine("ReplacingMergeTree", "UpdatedAt"),
+                            "ORDER BY Name\n" + self._settings(dedup=False), sharding_key="cityHash64(Name)")
+                + self._table(EVAL_JOBS_TABLE, jobs, self._engine("ReplacingMergeTree", "UpdatedAt"),
                             "ORDER BY JobId\n" + self._settings(dedup=False), sharding_key="cityHash64(JobId)")
                 + self._table(EVAL_JOB_TRACES_TABLE, job_traces, self._engine("MergeTree"),
                               "ORDER BY (JobId, Position)\n" + self._settings(dedup=False),

@@ -9,6 +9,12 @@ RESULT_BATCH results); a stop flushes what is buffered before it returns.
 An online rule is a spec without a trace list: every POLL_S it scores the traces that ended
 since its watermark (and have been quiet for `settle_seconds`), then advances the watermark.
 Its results carry the rule id as their job id, which is also how a restart skips pairs.
+
+With several query processes on one ClickHouse (scale-out), only one runs jobs and rules: the
+holder of a lease row it renews every POLL_S and that expires after LEASE_S. Any process
+accepts jobs; the holder picks up queued jobs, resumes those a dead holder left running, and
+applies cancellations made through another process. A process that loses the lease pauses
+its jobs, as a stopping one does.
 """
 from __future__ import annotations
 
@@ -21,7 +27,7 @@ import time
 import uuid
 
 from tracehouse.storage.schema import (ASSESSMENTS_LATEST_VIEW, ASSESSMENTS_TABLE, EVAL_JOB_TRACES_TABLE,
-                                       EVAL_JOBS_TABLE, EVAL_RULES_TABLE)
+                                       EVAL_JOBS_TABLE, EVAL_LEASES_TABLE, EVAL_RULES_TABLE)
 from tracehouse.storage.store import Store
 
 from .. import filters, span_content
@@ -39,7 +45,9 @@ RESULT_BATCH = 500
 RESULT_FLUSH_S = 0.5
 FETCH_BATCH = 64
 POLL_S = 2.0
+LEASE_S = 15.0
 STOP_GRACE_S = 10.0
+LEASE = "evaluation"
 TERMINAL = ("succeeded", "failed", "cancelled")
 
 
@@ -95,39 +103,103 @@ class ResultWriter:
 
 
 class EvaluationService:
-    def __init__(self, store: Store, poll_s: float = POLL_S):
+    def __init__(self, store: Store, poll_s: float = POLL_S, lease_s: float = LEASE_S):
         self.store = store
         self.poll_s = poll_s
+        self.lease_s = lease_s
+        self.instance = uuid.uuid4().hex
+        self.leader = False
         self._tasks: dict[str, asyncio.Task] = {}
         self._cancel: dict[str, asyncio.Event] = {}
-        self._rules_task: asyncio.Task | None = None
+        self._pausing: set[str] = set()
+        self._background: asyncio.Task | None = None
+        self._rules: asyncio.Task | None = None
         self._rule_lock = asyncio.Lock()
-        self._stopping = False
 
     # -- lifecycle ------------------------------------------------------------------------------
 
     async def start(self) -> None:
-        rows = await asyncio.to_thread(self._query, f"SELECT JobId FROM {EVAL_JOBS_TABLE} FINAL "
-                                       "WHERE Status IN ('queued', 'running') ORDER BY CreatedAt")
-        for (job_id,) in rows:
-            log.info("resuming evaluation job %s", job_id)
-            self._launch(job_id)
-        self._rules_task = asyncio.create_task(self._rules_loop())
+        """Take the lease if it is free and resume unfinished jobs; then keep at it every poll."""
+        await self._tick()
+        self._background = asyncio.create_task(self._loop())
 
     async def stop(self, grace_s: float = STOP_GRACE_S) -> None:
-        """Pause running jobs for the next start: no new judge calls, the calls in flight finish
-        (up to `grace_s`) and their results are written, so the resumed job repeats none."""
-        self._stopping = True
-        if self._rules_task:
-            self._rules_task.cancel()
-        for event in self._cancel.values():
-            event.set()
+        """Pause running jobs for the next start (see `_pause_all`) and hand the lease back."""
+        if self._background:
+            self._background.cancel()
+            await asyncio.gather(self._background, return_exceptions=True)
+        await self._stop_rules()
+        await self._pause_all(grace_s)
+        if self.leader:
+            try:
+                await asyncio.to_thread(self._write_lease, _now())  # expired: the next process need not wait
+            except Exception:
+                log.warning("could not hand back the evaluation lease; another process takes it in %.0f s",
+                            self.lease_s)
+
+    async def _pause_all(self, grace_s: float = STOP_GRACE_S) -> None:
+        """No new judge calls; the calls in flight finish (up to `grace_s`) and their results are
+        written, so the resumed job repeats none."""
+        self._pausing |= set(self._tasks)
+        for job_id in list(self._tasks):
+            self._cancel[job_id].set()
         tasks = list(self._tasks.values())
         if tasks:
             _, late = await asyncio.wait(tasks, timeout=grace_s)
             for task in late:
                 task.cancel()
-        await asyncio.gather(*tasks, *([self._rules_task] if self._rules_task else []), return_exceptions=True)
+            await asyncio.gather(*tasks, return_exceptions=True)
+        self._pausing.clear()
+
+    async def _stop_rules(self) -> None:
+        if self._rules is not None:
+            self._rules.cancel()
+            await asyncio.gather(self._rules, return_exceptions=True)
+
+    async def _loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.poll_s)
+            await self._tick()
+
+    async def _tick(self) -> None:
+        try:
+            was_leader, self.leader = self.leader, await asyncio.to_thread(self._hold_lease)
+            if was_leader and not self.leader:
+                log.warning("evaluation lease lost to another query process; pausing local jobs")
+                await self._stop_rules()
+                await self._pause_all()
+            if self.leader:
+                await self._pick_up_jobs()
+                # Rules run beside this loop, which must keep renewing the lease however long they take.
+                if self._rules is None or self._rules.done():
+                    self._rules = asyncio.create_task(self._run_rules())
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("evaluation background pass failed; retrying in %.0f s", self.poll_s)
+
+    # -- the lease ------------------------------------------------------------------------------
+
+    def _lease(self) -> tuple[str, bool] | None:
+        rows = self._query(f"SELECT Holder, ExpiresAt > now64(3) FROM {EVAL_LEASES_TABLE} FINAL "
+                           "WHERE Name = {n:String}", n=LEASE)
+        return (rows[0][0], bool(rows[0][1])) if rows else None
+
+    def _write_lease(self, expires_at: dt.datetime) -> None:
+        self.store.client.insert(EVAL_LEASES_TABLE, [(LEASE, self.instance, expires_at, _now())],
+                                 column_names=["Name", "Holder", "ExpiresAt", "UpdatedAt"])
+
+    def _hold_lease(self) -> bool:
+        """Renew the lease if this process holds it, take it if it expired; True if held."""
+        current = self._lease()
+        if current is not None and current[0] != self.instance and current[1]:
+            return False
+        self._write_lease(_now() + dt.timedelta(seconds=self.lease_s))
+        if current is not None and current[0] == self.instance:
+            return True
+        time.sleep(0.05)  # two takers at once: the newest version wins, and both read the same winner
+        current = self._lease()
+        return current is not None and current[0] == self.instance
 
     def _query(self, sql: str, **params) -> list[tuple]:
         return self.store.query(sql, parameters=params).result_rows
@@ -146,7 +218,8 @@ class EvaluationService:
                                     column_names=["JobId", "TraceId", "Position"])
         await asyncio.to_thread(self._write_job, job_id, owner, "queued", spec.to_json(),
                                 len(trace_ids) * len(spec.scorers), "", now, None)
-        self._launch(job_id)
+        if self.leader:
+            self._launch(job_id)  # else the lease holder picks it up within a poll
         return job_id
 
     def _select(self, spec: EvaluationSpec, allowed: list[str] | None, seed: str) -> list[str]:
@@ -184,7 +257,22 @@ class EvaluationService:
             raise NotFound(f"evaluation job {job_id} not found")
         return dict(zip(result.column_names, result.result_rows[0]))
 
+    async def _pick_up_jobs(self) -> None:
+        """Start queued jobs and resume orphaned ones; stop local jobs cancelled elsewhere."""
+        rows = await asyncio.to_thread(
+            self._query, f"SELECT JobId, Status FROM {EVAL_JOBS_TABLE} FINAL WHERE Status IN ('queued', 'running') "
+            "OR JobId IN {local:Array(String)} ORDER BY CreatedAt", local=list(self._tasks))
+        for job_id, status in rows:
+            if job_id in self._tasks:
+                if status == "cancelled":
+                    self._cancel[job_id].set()
+            elif status in ("queued", "running"):
+                log.info("%s evaluation job %s", "starting" if status == "queued" else "resuming", job_id)
+                self._launch(job_id)
+
     def _launch(self, job_id: str) -> None:
+        if job_id in self._tasks:
+            return
         self._cancel[job_id] = asyncio.Event()
         task = asyncio.create_task(self._run(job_id))
         self._tasks[job_id] = task
@@ -215,8 +303,8 @@ class EvaluationService:
             cancelled = self._cancel[job_id]
             await engine.run(self._items(pending, spec), writer.add, skip=done, cancelled=cancelled)
             await writer.flush()
-            if self._stopping:
-                log.info("evaluation job %s paused; it resumes at the next start", job_id)
+            if job_id in self._pausing:
+                log.info("evaluation job %s paused; it resumes when this or another process holds the lease", job_id)
             elif cancelled.is_set():
                 await set_status("cancelled", finished=_now())
             else:
@@ -385,17 +473,15 @@ class EvaluationService:
                                     r["Watermark"], r["CreatedAt"])
         return None if status == "deleted" else self._rule_view({**r, "Status": status})
 
-    async def _rules_loop(self) -> None:
-        while True:
-            await asyncio.sleep(self.poll_s)
-            try:
-                for rule in await asyncio.to_thread(self._rule_rows, None):
-                    if rule["Status"] == "active":
-                        await self._run_rule(rule)
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                log.exception("online evaluation rules: one pass failed; retrying in %.0f s", self.poll_s)
+    async def _run_rules(self) -> None:
+        try:
+            for rule in await asyncio.to_thread(self._rule_rows, None):
+                if rule["Status"] == "active":
+                    await self._run_rule(rule)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("online evaluation rules: one pass failed; retrying in %.0f s", self.poll_s)
 
     async def _run_rule(self, rule: dict) -> None:
         spec = parse_spec(json.loads(rule["Spec"]))

@@ -377,3 +377,38 @@ def test_local_evaluation_works_inside_a_running_event_loop(query_api):
 
     result = asyncio.run(notebook_cell())
     assert result.metrics["json_valid/v1/mean"] == 1.0
+
+
+def test_with_two_query_processes_only_the_lease_holder_runs_jobs(server, store, query_api, judge, tmp_path):
+    from tracehouse.tests.conftest import RunningQueryService, collector_settings
+
+    other = RunningQueryService(collector_settings(tmp_path, store.dsn), store)
+    try:
+        services = {query_api.url: query_api.service.evaluations, other.url: other.service.evaluations}
+        wait_for(lambda: sum(s.leader for s in services.values()) == 1, 30, what="one lease holder")
+        follower_url = next(url for url, s in services.items() if not s.leader)
+        follower = Client(follower_url)
+        project = new_project("lease")
+        send_rag_traces(server, project, [{"question": f"q{i} SLOW=0.05 SCORE=4", "answer": "a"} for i in range(6)])
+        job = wait_job(follower, follower.submit_evaluation({"projects": [project], "scorers": ["answer_relevance"],
+                                                             "judge": judge.judge(), "concurrency": 2}))
+        assert job["progress"] == {"done": 6, "failed": 0, "total": 6} and len(judge.requests) == 6
+        assert not services[follower_url]._tasks  # the follower ran nothing itself
+
+        # A cancel through the follower reaches the job running in the lease holder.
+        slow_project = new_project("lease_cancel")
+        send_rag_traces(server, slow_project, [{"question": f"q{i} SLOW=0.3", "answer": "a"} for i in range(20)])
+        job_id = follower.submit_evaluation({"projects": [slow_project], "scorers": ["answer_relevance"],
+                                             "judge": judge.judge(), "concurrency": 1})
+        wait_for(lambda: follower.get_evaluation(job_id)["progress"]["done"] >= 1, 30, what="a first result")
+        follower.cancel_evaluation(job_id)
+        # The holder notices at its next poll (≤ 2 s), lets the call in flight finish, and stops.
+        holder = next(s for s in services.values() if s.leader)
+        wait_for(lambda: job_id not in holder._tasks, 30, what="the holder to stop the cancelled job")
+        job = follower.get_evaluation(job_id)
+        assert job["status"] == "cancelled" and job["progress"]["done"] < 20
+        calls = len(judge.requests)
+        time.sleep(1.0)
+        assert len(judge.requests) == calls
+    finally:
+        other.stop()
