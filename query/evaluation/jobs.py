@@ -132,7 +132,7 @@ class EvaluationService:
         await self._pause_all(grace_s)
         if self.leader:
             try:
-                await asyncio.to_thread(self._write_lease, _now())  # expired: the next process need not wait
+                await asyncio.to_thread(self._write_lease, -1)  # expired: the next process need not wait
             except Exception:
                 log.warning("could not hand back the evaluation lease; another process takes it in %.0f s",
                             self.lease_s)
@@ -185,16 +185,20 @@ class EvaluationService:
                            "WHERE Name = {n:String}", n=LEASE)
         return (rows[0][0], bool(rows[0][1])) if rows else None
 
-    def _write_lease(self, expires_at: dt.datetime) -> None:
-        self.store.client.insert(EVAL_LEASES_TABLE, [(LEASE, self.instance, expires_at, _now())],
-                                 column_names=["Name", "Holder", "ExpiresAt", "UpdatedAt"])
+    def _write_lease(self, seconds: float) -> None:
+        """Hold the lease for `seconds` from now (≤ 0: hand it back). Times come from ClickHouse's
+        clock, the one every process reads the lease against."""
+        self.store.command(
+            f"INSERT INTO {EVAL_LEASES_TABLE} (Name, Holder, ExpiresAt, UpdatedAt) SELECT {{n:String}}, {{h:String}}, "
+            "now64(3) + toIntervalMillisecond({ms:Int64}), now64(6)",
+            parameters={"n": LEASE, "h": self.instance, "ms": int(seconds * 1000)})
 
     def _hold_lease(self) -> bool:
         """Renew the lease if this process holds it, take it if it expired; True if held."""
         current = self._lease()
         if current is not None and current[0] != self.instance and current[1]:
             return False
-        self._write_lease(_now() + dt.timedelta(seconds=self.lease_s))
+        self._write_lease(self.lease_s)
         if current is not None and current[0] == self.instance:
             return True
         time.sleep(0.05)  # two takers at once: the newest version wins, and both read the same winner
@@ -431,9 +435,10 @@ class EvaluationService:
             raise SpecError("an online rule selects new traces by filter; it takes no 'trace_ids'")
         spec = parse_spec(body)
         rule_id = "rule-" + uuid.uuid4().hex
-        now = _now()
+        # The watermark is compared with trace end times in ClickHouse, so it starts at its clock.
+        [(start,)] = await asyncio.to_thread(self._query, "SELECT now64(9)")
         await asyncio.to_thread(self._write_rule, rule_id, allowed[0] if allowed else "", spec.name, "active",
-                                spec.to_json(), now, now)
+                                spec.to_json(), start, _now())
         return rule_id
 
     def _write_rule(self, rule_id, owner, name, status, spec_json, watermark, created_at) -> None:
