@@ -36,7 +36,6 @@ TRACE_METRICS = {
     "input_tokens": "t.InputTokens", "output_tokens": "t.OutputTokens", "total_tokens": "t.TotalTokens",
     "cost": "t.CostUsd", "project": "t.Project",
 }
-MAX_BUCKETS = 10_000
 
 
 @dataclass(frozen=True)
@@ -66,20 +65,13 @@ def aggregate_sql(query: AggregateQuery, allowed_projects: list[str] | None) -> 
             extra = ", tag.<key>" if not spans else ""
             raise QueryError(f"cannot group {query.level} by {name!r}; use {', '.join(sorted(groups))}{extra}")
     if query.bucket_seconds is not None:
-        if query.bucket_seconds <= 0:
-            raise QueryError("bucket_seconds must be a positive number of seconds")
-        if query.start_ms is not None and query.end_ms is not None and \
-                (query.end_ms - query.start_ms) / 1000 / query.bucket_seconds > MAX_BUCKETS:
-            raise QueryError(f"more than {MAX_BUCKETS} time buckets; use wider buckets")
-        width = params.bind(int(query.bucket_seconds), "UInt32")
-        keys.insert(0, ("bucket_start_ms",
-                        f"toUnixTimestamp64Milli(toDateTime64(toStartOfInterval({m['time']}, toIntervalSecond({width})), 3))"))
+        keys.insert(0, metrics.bucket_key(params, query.bucket_seconds, query.start_ms, query.end_ms, m["time"]))
     where = [project_scope(params, m["project"], query.projects, allowed_projects)]
     where += time_range(params, m["time"], query.start_ms, query.end_ms)
     if query.filter_string and query.filter_string.strip():
         compile_filter = filters.compile_span_filter if spans else filters.compile_trace_filter
         where.append(f"({compile_filter(filters.parse(query.filter_string), params)})")
-    metrics = [
+    columns = [
         "count() AS count",
         f"countIf({m['error']}) AS errors",
         f"countIf({m['error']}) / count() AS error_rate",
@@ -92,7 +84,7 @@ def aggregate_sql(query: AggregateQuery, allowed_projects: list[str] | None) -> 
         f"sum({m['cost']}) AS cost_usd",
     ]
     source = "otel_traces AS s" if spans else "tracehouse_traces AS t FINAL"
-    select = [f"{sql} AS `{name}`" for name, sql in keys] + metrics
+    select = [f"{sql} AS `{name}`" for name, sql in keys] + columns
     group = f"\nGROUP BY {', '.join(f'`{name}`' for name, _ in keys)}\nORDER BY {', '.join(f'`{name}`' for name, _ in keys)}" \
         if keys else ""
     return f"SELECT {', '.join(select)}\nFROM {source}\nWHERE {' AND '.join(where)}{group}", params.values

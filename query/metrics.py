@@ -30,6 +30,17 @@ from .traces import QueryError, project_scope, time_range
 AGGREGATIONS = ("sum", "avg", "min", "max", "count", "last", "rate")
 _QUANTILE = re.compile(r"^p(\d{1,2}(\.\d+)?)$")
 MAX_BUCKETS = 10_000
+
+
+def bucket_key(params, bucket_seconds, start_ms: int | None, end_ms: int | None, time_column: str) -> tuple[str, str]:
+    """The `bucket_start_ms` group key: `time_column` rounded down to buckets of `bucket_seconds`."""
+    if bucket_seconds <= 0:
+        raise QueryError("bucket_seconds must be a positive number of seconds")
+    if start_ms is not None and end_ms is not None and (end_ms - start_ms) / 1000 / bucket_seconds > MAX_BUCKETS:
+        raise QueryError(f"more than {MAX_BUCKETS} time buckets; use wider buckets")
+    width = params.bind(int(bucket_seconds), "UInt32")
+    return ("bucket_start_ms",
+            f"toUnixTimestamp64Milli(toDateTime64(toStartOfInterval({time_column}, toIntervalSecond({width})), 3))")
 # A series is one resource and attribute set since one start time (a restart starts another).
 _SERIES = "PARTITION BY m.ResourceAttributes, m.Attributes, m.StartTimeUnix ORDER BY m.TimeUnix"
 
@@ -160,15 +171,8 @@ def query_metric(store: Store, query: MetricQuery, allowed_projects: list[str] |
     keys = [(name, group_key(name, params)) for name in query.group_by]
     seconds = None
     if query.bucket_seconds is not None:
-        if query.bucket_seconds <= 0:
-            raise QueryError("bucket_seconds must be a positive number of seconds")
-        if query.start_ms is not None and query.end_ms is not None and \
-                (query.end_ms - query.start_ms) / 1000 / query.bucket_seconds > MAX_BUCKETS:
-            raise QueryError(f"more than {MAX_BUCKETS} time buckets; use wider buckets")
-        width = params.bind(int(query.bucket_seconds), "UInt32")
-        keys.insert(0, ("bucket_start_ms", f"toUnixTimestamp64Milli(toDateTime64(toStartOfInterval(m.TimeUnix, "
-                                           f"toIntervalSecond({width})), 3))"))
-        seconds = width
+        keys.insert(0, bucket_key(params, query.bucket_seconds, query.start_ms, query.end_ms, "m.TimeUnix"))
+        seconds = params.bind(float(query.bucket_seconds), "Float64")
     elif query.start_ms is not None and query.end_ms is not None:
         seconds = params.bind(max((query.end_ms - query.start_ms) / 1000, 1e-3), "Float64")
     histogram_quantile = kind == "histogram" and _quantile(aggregation) is not None
