@@ -341,3 +341,24 @@ def test_genai_log_events_become_span_content_and_evaluations_become_assessments
          "ValueType": "string", "Score": None, "Label": "polite", "SourceType": "HUMAN", "SourceId": "alice",
          "Rationale": "", "Error": "", "JobId": "", "Metadata": {}},
     ]
+
+
+def test_log_values_nest_five_levels_of_maps_and_four_of_arrays(server, store):
+    """GenAI messages (array → message → parts array → part → text) keep their text; an array
+    at the fifth level, which no GenAI shape has, is stored as null (it halves the decode cost)."""
+    trace_id = secrets.token_bytes(16)
+    request = ExportLogsServiceRequest()
+    records = request.resource_logs.add().scope_logs.add().log_records
+    _event(records, trace_id=trace_id, span_id=secrets.token_bytes(8), name="nesting", attributes={
+        "messages": [{"role": "user", "parts": [{"type": "text", "content": "deep text"}]}],
+        "maps": {"a": {"b": {"c": {"d": "five"}}}},
+        "late_array": {"a": {"b": {"c": [1, 2]}}},
+    })
+    response = httpx.post(f"{server.http_endpoint}/v1/logs", content=request.SerializeToString(), headers=PROTOBUF)
+    assert response.status_code == 200
+    server.wait_stored()
+    [row] = _rows(store, "SELECT LogAttributes FROM otel_logs WHERE TraceId = {t:String}", t=trace_id.hex())
+    attributes = row["LogAttributes"]
+    assert json.loads(attributes["messages"]) == [{"role": "user", "parts": [{"type": "text", "content": "deep text"}]}]
+    assert json.loads(attributes["maps"]) == {"a": {"b": {"c": {"d": "five"}}}}
+    assert json.loads(attributes["late_array"]) == {"a": {"b": {"c": None}}}

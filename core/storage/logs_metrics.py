@@ -44,6 +44,7 @@ METRICS_PROTO_MESSAGE = "MetricsBatch"
 # AnyValue levels the .proto files unroll (logs carry structured GenAI messages; each level
 # costs ingest speed: see the .proto files).
 LOGS_ANY_VALUE_DEPTH = 5
+LOGS_ARRAY_DEPTH = 4  # arrays unrolled above level 4 only: see the .proto
 METRICS_ANY_VALUE_DEPTH = 2  # see the .proto
 
 # table → the expression its retention TTL is counted from
@@ -128,9 +129,9 @@ def logs_table(schema: Schema) -> list[str]:
 
 def logs_staging(schema: Schema) -> list[str]:
     depth = LOGS_ANY_VALUE_DEPTH
-    kvs = otlp_sql.key_values_type(depth)
+    kvs = otlp_sql.key_values_type(depth, LOGS_ARRAY_DEPTH)
     record = (f"Tuple(time_unix_nano UInt64, severity_number Int32, severity_text String, "
-              f"body {otlp_sql.any_value_type(1, depth)}, attributes {kvs}, flags UInt32, trace_id String, "
+              f"body {otlp_sql.any_value_type(1, depth, LOGS_ARRAY_DEPTH)}, attributes {kvs}, flags UInt32, trace_id String, "
               "span_id String, observed_time_unix_nano UInt64, event_name String)")
     scope = f"Tuple(name String, version String, attributes {kvs})"
     resource_logs = (f"Array(Tuple(resource Tuple(attributes {kvs}), scope_logs Array(Tuple(scope {scope}, "
@@ -141,8 +142,9 @@ def logs_staging(schema: Schema) -> list[str]:
     return [table, _logs_staging_view(schema)]
 
 
-def _attributes(key_values: str, depth: int, mark_truncated: bool = False) -> str:
-    return otlp_sql.attributes_map(otlp_sql.attribute_keys(key_values), otlp_sql.attribute_values(key_values, depth),
+def _attributes(key_values: str, depth: int, mark_truncated: bool = False, array_depth: int | None = None) -> str:
+    return otlp_sql.attributes_map(otlp_sql.attribute_keys(key_values),
+                                   otlp_sql.attribute_values(key_values, depth, array_depth),
                                    "max_value_length", mark_truncated)
 
 
@@ -153,9 +155,9 @@ def _logs_staging_view(schema: Schema) -> str:
     span id has a wrong length is dropped (and counted as rejected); an all-zero id means none.
     """
     depth = LOGS_ANY_VALUE_DEPTH
-    resource = _attributes("rl.resource.attributes", depth)
-    scope = _attributes("sl.scope.attributes", depth)
-    body = f"arrayElement({otlp_sql.values_text('_body', depth)}, 1)"
+    resource = _attributes("rl.resource.attributes", depth, array_depth=LOGS_ARRAY_DEPTH)
+    scope = _attributes("sl.scope.attributes", depth, array_depth=LOGS_ARRAY_DEPTH)
+    body = f"arrayElement({otlp_sql.values_text('_body', depth, LOGS_ARRAY_DEPTH)}, 1)"
     valid = "length(r.trace_id) IN (0, 16) AND length(r.span_id) IN (0, 8)"
 
     def log_id(expr: str, size: int) -> str:
@@ -179,7 +181,7 @@ def _logs_staging_view(schema: Schema) -> str:
         "    toValidUTF8(sl.scope.name) AS ScopeName,\n"
         "    toValidUTF8(sl.scope.version) AS ScopeVersion,\n"
         f"    {scope} AS ScopeAttributes,\n"
-        f"    {_attributes('r.attributes', depth, mark_truncated=True)} AS LogAttributes,\n"
+        f"    {_attributes('r.attributes', depth, mark_truncated=True, array_depth=LOGS_ARRAY_DEPTH)} AS LogAttributes,\n"
         "    toValidUTF8(r.event_name) AS EventName,\n"
         "    _project AS Project\n"
         "FROM (\n"

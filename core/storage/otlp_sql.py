@@ -17,14 +17,16 @@ _ONEOF = (
 )
 
 
-def any_value_type(level: int = 1, depth: int = ANY_VALUE_DEPTH) -> str:
+def any_value_type(level: int = 1, depth: int = ANY_VALUE_DEPTH, array_depth: int | None = None) -> str:
     """Column type of an AnyValue at nesting `level` (1 = an attribute's value), in a .proto
-    that unrolls AnyValue to `depth` levels."""
+    that unrolls AnyValue to `depth` levels, and arrays only above level `array_depth`
+    (default `depth`): each unrolled composite doubles the columns every value is decoded into."""
+    array_depth = depth if array_depth is None else array_depth
     if level >= depth:
         nested_array = nested_kvlist = "String"  # deeper values arrive as raw bytes
     else:
-        inner = any_value_type(level + 1, depth)
-        nested_array = f"Tuple(values Array({inner}))"
+        inner = any_value_type(level + 1, depth, array_depth)
+        nested_array = f"Tuple(values Array({inner}))" if level < array_depth else "String"
         nested_kvlist = f"Tuple(values Array(Tuple(key String, value {inner})))"
     return (
         "Tuple(string_value String, bool_value Bool, int_value Int64, double_value Float64, "
@@ -32,11 +34,11 @@ def any_value_type(level: int = 1, depth: int = ANY_VALUE_DEPTH) -> str:
     )
 
 
-def key_values_type(depth: int = ANY_VALUE_DEPTH) -> str:
-    return f"Array(Tuple(key String, value {any_value_type(1, depth)}))"
+def key_values_type(depth: int = ANY_VALUE_DEPTH, array_depth: int | None = None) -> str:
+    return f"Array(Tuple(key String, value {any_value_type(1, depth, array_depth)}))"
 
 
-def _render(v: str, level: int, *, quoted: bool, depth: int = ANY_VALUE_DEPTH) -> str:
+def _render(v: str, level: int, *, quoted: bool, depth: int = ANY_VALUE_DEPTH, array_depth: int | None = None) -> str:
     """Text of every AnyValue in the Array(AnyValue) `v` (at nesting `level`), one per element.
 
     One arrayMap over the value's subcolumns, with one multiIf branch per oneof variant: arrays
@@ -44,6 +46,7 @@ def _render(v: str, level: int, *, quoted: bool, depth: int = ANY_VALUE_DEPTH) -
     nesting it has, and nothing filters or copies whole tuples. `quoted` gives JSON (strings in
     quotes, unset values null), else the attribute-map text (strings as-is, unset values '').
     """
+    array_depth = depth if array_depth is None else array_depth
     p = f"_{level}"
     if quoted:
         string, bytes_, unset = f"toJSONString(toValidUTF8({p}s))", f"toJSONString(base64Encode({p}y))", "'null'"
@@ -59,15 +62,22 @@ def _render(v: str, level: int, *, quoted: bool, depth: int = ANY_VALUE_DEPTH) -
         # of the two is empty), members prefixed with their key, so each level holds one copy
         # of the next: the SQL, and ClickHouse's per-insert analysis of it, grow linearly with
         # the depth. (An alias used twice would be cloned by the analyzer, doubling per level.)
-        elements = f"arrayConcat({p}a.values, {p}m.values.value)"
-        prefixes = (f"arrayConcat(arrayMap(_e -> '', {p}a.values.value), "
-                    f"arrayMap(_k -> concat(toJSONString(toValidUTF8(_k)), ':'), {p}m.values.key))")
+        inner = dict(quoted=True, depth=depth, array_depth=array_depth)
+        keys = f"arrayMap(_k -> concat(toJSONString(toValidUTF8(_k)), ':'), {p}m.values.key)"
+        if level < array_depth:
+            elements = f"arrayConcat({p}a.values, {p}m.values.value)"
+            prefixes = f"arrayConcat(arrayMap(_e -> '', {p}a.values.value), {keys})"
+            composite = f"{p}t IN ('array_value', 'kvlist_value')"
+            params += [f"{p}a", f"{p}m"]
+            args += [f"{v}.array_value", f"{v}.kvlist_value"]
+        else:  # only maps go deeper here; an array at this level arrives as raw bytes: null
+            elements, prefixes, composite = f"{p}m.values.value", keys, f"{p}t = 'kvlist_value'"
+            params.append(f"{p}m")
+            args.append(f"{v}.kvlist_value")
         body = (f"arrayStringConcat(arrayMap((_p, _r) -> concat(_p, _r), {prefixes}, "
-                f"{_render(elements, level + 1, quoted=True, depth=depth)}), ',')")
-        branches.append(f"{p}t IN ('array_value', 'kvlist_value'), "
+                f"{_render(elements, level + 1, **inner)}), ',')")
+        branches.append(f"{composite}, "
                         f"concat(if({p}t = 'array_value', '[', '{{'), {body}, if({p}t = 'array_value', ']', '}}'))")
-        params += [f"{p}a", f"{p}m"]
-        args += [f"{v}.array_value", f"{v}.kvlist_value"]
     return f"arrayMap(({', '.join(params)}) -> multiIf({', '.join(branches)}, {unset}), {', '.join(args)})"
 
 
@@ -75,15 +85,15 @@ def attribute_keys(key_values: str) -> str:
     return f"arrayMap(_k -> toValidUTF8(_k), {key_values}.key)"
 
 
-def attribute_values(key_values: str, depth: int = ANY_VALUE_DEPTH) -> str:
+def attribute_values(key_values: str, depth: int = ANY_VALUE_DEPTH, array_depth: int | None = None) -> str:
     """The attribute-map text of every value of a repeated KeyValue (AsString() semantics)."""
-    return _render(f"{key_values}.value", 1, quoted=False, depth=depth)
+    return _render(f"{key_values}.value", 1, quoted=False, depth=depth, array_depth=array_depth)
 
 
-def values_text(values: str, depth: int = ANY_VALUE_DEPTH) -> str:
+def values_text(values: str, depth: int = ANY_VALUE_DEPTH, array_depth: int | None = None) -> str:
     """The AsString() text of every AnyValue in the Array(AnyValue) `values` (a log body
     wrapped in a one-element array, say)."""
-    return _render(values, 1, quoted=False, depth=depth)
+    return _render(values, 1, quoted=False, depth=depth, array_depth=array_depth)
 
 
 TRUNCATION_MARK = "…[truncated]"
