@@ -22,8 +22,6 @@ from pathlib import Path
 
 BIG_TRACE_ID = "0b16b16b16b16b16b16b16b16b16b16b"
 BIG_SPANS = 1000
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 
 # Span 0 is the root, 1..49 the agent's steps, the rest hang under the steps as LLM / tool /
 # retriever calls; one in 97 fails. Parents are derived from the span number, like the loader does.
@@ -124,6 +122,7 @@ def main() -> int:
     from playwright.sync_api import sync_playwright
 
     from tracehouse.tests.conftest import ServerProcess
+    from tracehouse.tests.ui.conftest import CHROMIUM_ARGS
 
     server = ServerProcess(data_dir)
     try:

@@ -6,14 +6,11 @@ Responses are JSON, or an Arrow IPC stream when the client sends
 from __future__ import annotations
 
 import asyncio
-import datetime as dt
-import math
 from collections.abc import Awaitable, Callable
 from typing import Literal
 
-import pyarrow as pa
 from fastapi import Depends, FastAPI, HTTPException, Query, Request
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
 from tracehouse import __version__
@@ -22,10 +19,8 @@ from tracehouse.storage.store import Store
 
 from . import aggregates, filters, jaeger, logs, metrics, sql, tempo, traces, ui, ui_api
 from .evaluation import routes as evaluation_routes
+from .responses import jsonable, table_response
 from .evaluation.jobs import EvaluationService
-
-ARROW_STREAM = "application/vnd.apache.arrow.stream"
-
 
 class TraceSearch(BaseModel):
     projects: list[str] | None = Field(None, description="projects to search (default: all the caller may read)")
@@ -63,29 +58,6 @@ class SqlRequest(BaseModel):
     query: str = Field(..., description="one read-only SELECT statement")
     max_rows: int = Field(sql.DEFAULT_MAX_ROWS, ge=1, le=sql.MAX_ROWS_LIMIT)
     timeout_seconds: float = Field(sql.DEFAULT_TIMEOUT_S, gt=0, le=sql.MAX_TIMEOUT_S)
-
-
-def _jsonable(value):
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dt.datetime):
-        return value.isoformat()
-    if isinstance(value, dict):
-        return {k: _jsonable(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_jsonable(v) for v in value]
-    return value
-
-
-def table_response(request: Request, table: pa.Table, key: str, extra: dict | None = None) -> Response:
-    """JSON `{key: [rows…], **extra}` or an Arrow stream (extra fields go in x-tracehouse-* headers)."""
-    if ARROW_STREAM in request.headers.get("accept", ""):
-        sink = pa.BufferOutputStream()
-        with pa.ipc.new_stream(sink, table.schema) as writer:
-            writer.write_table(table)
-        headers = {f"x-tracehouse-{k.replace('_', '-')}": str(v) for k, v in (extra or {}).items() if v is not None}
-        return Response(sink.getvalue().to_pybytes(), media_type=ARROW_STREAM, headers=headers)
-    return JSONResponse({key: _jsonable(table.to_pylist()), **(extra or {})})
 
 
 def create_app(store: Store, api_keys: ApiKeys, ready: Callable[[], Awaitable[bool]] | None = None,
@@ -134,7 +106,7 @@ def create_app(store: Store, api_keys: ApiKeys, ready: Callable[[], Awaitable[bo
         trace = await asyncio.to_thread(traces.get_trace, store, trace_id, allowed)
         if trace is None:
             raise HTTPException(404, f"trace {trace_id} not found")
-        return JSONResponse(_jsonable(trace))
+        return JSONResponse(jsonable(trace))
 
     @app.post("/api/v1/spans/search", summary="Search spans with the filter language")
     async def search_spans(body: SpanSearch, request: Request, allowed=Depends(caller_projects)):

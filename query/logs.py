@@ -14,7 +14,8 @@ from pydantic import BaseModel, Field
 from tracehouse.storage.store import Store
 
 from . import filters
-from .traces import MAX_RESULTS_LIMIT, QueryError, TraceQuery, fetch_page, project_scope, time_range
+from .responses import table_response
+from .traces import MAX_RESULTS_LIMIT, QueryError, TraceQuery, fetch_page, hex_id, project_scope, time_range
 
 # OTel severity numbers: the lowest of each named range (TRACE=1 … FATAL=21).
 SEVERITIES = {"TRACE": 1, "DEBUG": 5, "INFO": 9, "WARN": 13, "WARNING": 13, "ERROR": 17, "FATAL": 21}
@@ -53,13 +54,6 @@ def _severity(value: str | int) -> int:
     return SEVERITIES[value.upper()]
 
 
-def _hex(value: str, length: int, name: str) -> str:
-    value = value.strip().lower()
-    if len(value) != length or any(c not in "0123456789abcdef" for c in value):
-        raise QueryError(f"{name} {value[:40]!r} must be {length} hex characters")
-    return value
-
-
 def search(store: Store, body: LogSearch, allowed_projects: list[str] | None):
     """One page of log records, newest first, and the next page's token (or None)."""
     params = filters.ParamCounter()
@@ -70,9 +64,9 @@ def search(store: Store, body: LogSearch, allowed_projects: list[str] | None):
     if body.services:
         where.append(f"l.ServiceName IN {params.bind(list(body.services), 'Array(String)')}")
     if body.trace_id:
-        where.append(f"l.TraceId = {params.bind(_hex(body.trace_id, 32, 'trace_id'), 'String')}")
+        where.append(f"l.TraceId = {params.bind(hex_id(body.trace_id, 32, 'trace_id'), 'String')}")
     if body.span_id:
-        where.append(f"l.SpanId = {params.bind(_hex(body.span_id, 16, 'span_id'), 'String')}")
+        where.append(f"l.SpanId = {params.bind(hex_id(body.span_id, 16, 'span_id'), 'String')}")
     if body.body_contains:
         where.append(f"positionCaseInsensitiveUTF8(l.Body, {params.bind(body.body_contains, 'String')}) > 0")
     if body.filter_string and body.filter_string.strip():
@@ -87,8 +81,6 @@ def router(store: Store, caller_projects: Callable) -> APIRouter:
 
     @api.post("/api/v1/logs/search", summary="Search log records (newest first)")
     async def search_logs(body: LogSearch, request: Request, allowed=Depends(caller_projects)):
-        from .app import table_response  # app imports this module
-
         table, next_token = await asyncio.to_thread(search, store, body, allowed)
         return table_response(request, table, "logs", {"next_page_token": next_token})
 

@@ -25,6 +25,7 @@ from tracehouse.storage.logs_metrics import METRIC_TABLES
 from tracehouse.storage.store import Store
 
 from . import filters
+from .responses import table_response
 from .traces import QueryError, project_scope, time_range
 
 AGGREGATIONS = ("sum", "avg", "min", "max", "count", "last", "rate")
@@ -41,6 +42,8 @@ def bucket_key(params, bucket_seconds, start_ms: int | None, end_ms: int | None,
     width = params.bind(int(bucket_seconds), "UInt32")
     return ("bucket_start_ms",
             f"toUnixTimestamp64Milli(toDateTime64(toStartOfInterval({time_column}, toIntervalSecond({width})), 3))")
+
+
 # A series is one resource and attribute set since one start time (a restart starts another).
 _SERIES = "PARTITION BY m.ResourceAttributes, m.Attributes, m.StartTimeUnix ORDER BY m.TimeUnix"
 
@@ -319,8 +322,6 @@ def router(store: Store, caller_projects: Callable) -> APIRouter:
 
     @api.post("/api/v1/metrics/query", summary="Aggregate one metric's points by attributes and time buckets")
     async def run_query(body: MetricQueryBody, request: Request, allowed=Depends(caller_projects)):
-        from .app import table_response  # app imports this module
-
         query = MetricQuery(name=body.name, aggregation=body.aggregation, kind=body.kind, group_by=tuple(body.group_by),
                             bucket_seconds=body.bucket_seconds, projects=body.projects,
                             filter_string=body.filter_string, start_ms=body.start_ms, end_ms=body.end_ms)
@@ -329,8 +330,6 @@ def router(store: Store, caller_projects: Callable) -> APIRouter:
 
     @api.get("/api/v1/metrics", summary="Metric names with their kind, unit and point count")
     async def names(request: Request, project: list[str] | None = Query(None), allowed=Depends(caller_projects)):
-        from .app import table_response
-
         table = await asyncio.to_thread(list_metrics, store, project, allowed)
         return table_response(request, table, "metrics")
 

@@ -60,6 +60,14 @@ class QueryError(ValueError):
     """A request the caller can fix: the message says what and how."""
 
 
+def hex_id(value, length: int, name: str) -> str:
+    """A trace (32) or span (16) id as lower-case hex; anything else is a QueryError naming it."""
+    text = value.strip().lower() if isinstance(value, str) else str(value)
+    if len(text) != length or any(c not in "0123456789abcdef" for c in text):
+        raise QueryError(f"{name} {text[:40]!r} must be {length} hex characters")
+    return text
+
+
 def integer_param(value: str | None, name: str) -> int | None:
     """An optional integer query parameter; anything else is a QueryError naming it."""
     if value in (None, ""):
@@ -223,9 +231,7 @@ def build_tree(spans: list[dict]) -> list[dict]:
 
 
 def get_trace(store: Store, trace_id: str, allowed_projects: list[str] | None) -> dict | None:
-    trace_id = trace_id.strip().lower()
-    if len(trace_id) != 32 or any(c not in "0123456789abcdef" for c in trace_id):
-        raise QueryError(f"trace id {trace_id[:40]!r} must be 32 hex characters")
+    trace_id = hex_id(trace_id, 32, "trace id")
     params = filters.ParamCounter()
     where = [f"t.TraceId = {params.bind(trace_id, 'String')}"]
     if allowed_projects is not None:

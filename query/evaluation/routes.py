@@ -15,6 +15,7 @@ from fastapi.responses import JSONResponse
 
 from tracehouse.storage.store import Store
 
+from ..traces import QueryError, hex_id
 from . import assessments
 from .assessments import KINDS, SOURCE_TYPES, Assessment
 from .jobs import EvaluationService, NotFound
@@ -80,10 +81,10 @@ def parse_assessment(body, trace_id: str, project: str) -> Assessment:
 
 
 def _trace_id(value) -> str:
-    if not isinstance(value, str) or len(value.strip()) != 32 or any(
-            c not in "0123456789abcdef" for c in value.strip().lower()):
-        _bad(f"trace id {str(value)[:40]!r} must be 32 hex characters")
-    return value.strip().lower()
+    try:
+        return hex_id(value, 32, "trace id")
+    except QueryError as exc:
+        _bad(str(exc))
 
 
 def router(store: Store, caller_projects: Callable, service: EvaluationService) -> APIRouter:
