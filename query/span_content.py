@@ -6,12 +6,9 @@ correlated to the span by trace and span id, not on the span. A view files each 
 are merged per span, in event order, and stand in for the span's normalized `Inputs` /
 `Outputs` wherever the span has none of its own. Read-time, on the spans or trace rows a
 request already has in hand, so no trace read pays for it unless it shows content.
-
-`span_inputs_outputs` is the entry point for evaluation: a span's effective inputs/outputs.
 """
 from __future__ import annotations
 
-import json
 
 import pyarrow as pa
 
@@ -74,36 +71,3 @@ def fill_previews(store: Store, table: pa.Table) -> pa.Table:
         index = table.column_names.index(name)
         table = table.set_column(index, name, pa.array(values, pa.string()))
     return table
-
-
-def _maybe_json(text: str):
-    if text and text[0] in "[{\"" and text[-1] in "]}\"":
-        try:
-            return json.loads(text)
-        except ValueError:
-            pass
-    return text
-
-
-def span_inputs_outputs(store: Store, trace_id: str, allowed_projects: list[str] | None,
-                        span_ids: list[str] | None = None) -> dict[str, dict]:
-    """The effective inputs and outputs of a trace's spans: {span id: {"inputs", "outputs"}},
-    the span's own normalized content, else that of its GenAI log events; JSON is decoded.
-
-    For evaluation, which needs a span's question and answer whichever way they were sent.
-    """
-    params = ParamCounter()
-    wanted = params.bind(trace_id.strip().lower(), "String")
-    where = [f"TraceId = {wanted}", "Timestamp >= first_seen", "Timestamp <= last_seen"]
-    if allowed_projects is not None:
-        where.append(f"Project IN {params.bind(list(allowed_projects), 'Array(String)')}")
-    if span_ids is not None:
-        where.append(f"SpanId IN {params.bind(list(span_ids), 'Array(String)')}")
-    result = store.query(f"""
-WITH (SELECT min(Start) FROM otel_traces_trace_id_ts WHERE TraceId = {wanted}) AS first_seen,
-     (SELECT max(End) + 1 FROM otel_traces_trace_id_ts WHERE TraceId = {wanted}) AS last_seen
-SELECT TraceId AS trace_id, SpanId AS span_id, Project AS project, Inputs AS inputs, Outputs AS outputs
-FROM otel_traces WHERE {' AND '.join(where)}""", parameters=params.values)
-    rows = [dict(zip(result.column_names, row)) for row in result.result_rows]
-    fill_spans(store, rows, sorted({r["project"] for r in rows}))
-    return {r["span_id"]: {"inputs": _maybe_json(r["inputs"]), "outputs": _maybe_json(r["outputs"])} for r in rows}

@@ -116,7 +116,9 @@ def test_openai_v2_content_in_log_events_shows_in_the_stored_trace(instrumented,
         "projects": ["openai_v2"], "filter_string": "trace.text LIKE '%capital of Spain%'"}).json()["traces"]
     assert trace_id not in {t["trace_id"] for t in none}
 
-    from tracehouse.query.span_content import span_inputs_outputs
-    assert span_inputs_outputs(store, trace_id, ["openai_v2"]) == {
-        span_id: {"inputs": span["inputs"], "outputs": span["outputs"]}}
-    assert span_inputs_outputs(store, trace_id, ["someone_else"]) == {}
+    # Evaluation reads the same content: the LLM span is the root, so its messages are the item.
+    from tracehouse.query.evaluation.extract import as_text
+    from tracehouse.query.evaluation.jobs import load_items
+    [item] = load_items(store, [trace_id])
+    assert (item.request, item.response) == (span["inputs"], span["outputs"])
+    assert (as_text(item.request), as_text(item.response)) == (PROMPT, COMPLETION)
