@@ -362,42 +362,48 @@ class EvaluationService:
 
     async def describe(self, job_id: str, allowed: list[str] | None) -> dict:
         row = await asyncio.to_thread(self._job_row, job_id, allowed)
-        return await asyncio.to_thread(self._describe, row)
+        return (await asyncio.to_thread(self._describe, [row]))[0]
 
-    def _describe(self, row: dict) -> dict:
-        """Status, progress and metrics so far, aggregated in ClickHouse (a poll stays cheap
-        however many results a job has; engine.metrics_of computes the same for local runs)."""
-        spec = json.loads(row["Spec"])
+    def _describe(self, rows: list[dict]) -> list[dict]:
+        """Status, progress and metrics so far of jobs, aggregated in ClickHouse in two queries
+        however many jobs and results there are (engine.metrics_of computes the same metrics for
+        local runs)."""
+        ids = {"ids": [row["JobId"] for row in rows]}
         valid = "Error = '' AND Score IS NOT NULL"
-        result = self.store.query(
-            f"SELECT Name, count(), countIf(Error != ''), countIf({valid}), avgIf(Score, {valid}), "
+        per_scorer = self.store.query(
+            f"SELECT JobId, Name, count(), countIf(Error != ''), countIf({valid}), avgIf(Score, {valid}), "
             f"quantileExactInclusiveIf(0.5)(assumeNotNull(Score), {valid}), "
             f"quantileExactInclusiveIf(0.9)(assumeNotNull(Score), {valid}), "
             "countIf(Error = '' AND ValueType = 'number'), avgIf(toFloat64OrZero(Value), Error = '' AND ValueType = 'number') "
-            f"FROM {ASSESSMENTS_TABLE} WHERE JobId = {{j:String}} GROUP BY Name ORDER BY Name",
-            parameters={"j": row["JobId"]})
-        metrics: dict[str, float] = {}
-        done = failed = 0
-        for name, count, errors, scored, mean, p50, p90, numeric, raw_mean in result.result_rows:
-            prefix = f"{name}/{VERSION}"
+            f"FROM {ASSESSMENTS_TABLE} WHERE JobId IN {{ids:Array(String)}} GROUP BY JobId, Name ORDER BY JobId, Name",
+            parameters=ids).result_rows
+        errors_of: dict[str, list[str]] = {}
+        for job_id, name, error in self.store.query(
+                f"SELECT JobId, Name, Error FROM {ASSESSMENTS_TABLE} WHERE JobId IN {{ids:Array(String)}} "
+                "AND Error != '' GROUP BY JobId, Name, Error ORDER BY JobId, Name, Error LIMIT 20 BY JobId",
+                parameters=ids).result_rows:
+            errors_of.setdefault(job_id, []).append(f"{name}: {error}")
+        jobs = {}
+        for row in rows:
+            spec = json.loads(row["Spec"])
+            jobs[row["JobId"]] = {
+                "job_id": row["JobId"], "name": spec.get("name", ""), "status": row["Status"],
+                "progress": {"done": 0, "failed": 0, "total": row["Total"]}, "metrics": {},
+                "errors": ([row["Error"]] if row["Error"] else []) + errors_of.get(row["JobId"], []),
+                "created_at": _millis(row["CreatedAt"]), "finished_at": _millis(row["FinishedAt"]),
+                "spec": {k: v for k, v in spec.items() if k not in ("trace_ids", "expectations")},
+            }
+        for job_id, name, count, errors, scored, mean, p50, p90, numeric, raw_mean in per_scorer:
+            job, prefix = jobs[job_id], f"{name}/{VERSION}"
+            metrics = job["metrics"]
             metrics[f"{prefix}/count"], metrics[f"{prefix}/error_count"] = count, errors
             if scored:
                 metrics.update({f"{prefix}/mean": mean, f"{prefix}/p50": p50, f"{prefix}/p90": p90})
             if numeric:
                 metrics[f"{prefix}/raw_mean"] = raw_mean
-            done, failed = done + count - errors, failed + errors
-        errors = [f"{n}: {e}" for n, e in self.store.query(
-            f"SELECT Name, Error FROM {ASSESSMENTS_TABLE} WHERE JobId = {{j:String}} AND Error != '' "
-            "GROUP BY Name, Error ORDER BY Name, Error LIMIT 20", parameters={"j": row["JobId"]}).result_rows]
-        if row["Error"]:
-            errors.insert(0, row["Error"])
-        return {
-            "job_id": row["JobId"], "name": spec.get("name", ""), "status": row["Status"],
-            "progress": {"done": done, "failed": failed, "total": row["Total"]},
-            "metrics": metrics, "errors": errors,
-            "created_at": _millis(row["CreatedAt"]), "finished_at": _millis(row["FinishedAt"]),
-            "spec": {k: v for k, v in spec.items() if k not in ("trace_ids", "expectations")},
-        }
+            job["progress"]["done"] += count - errors
+            job["progress"]["failed"] += errors
+        return [jobs[row["JobId"]] for row in rows]
 
     def _result_rows(self, job_id: str) -> list[dict]:
         result = self.store.query(
@@ -419,7 +425,7 @@ class EvaluationService:
             f"FROM {EVAL_JOBS_TABLE} FINAL WHERE {where} ORDER BY CreatedAt DESC LIMIT {int(limit)}",
             parameters=params.values)
         rows = [dict(zip(result.column_names, values)) for values in result.result_rows]
-        return [await asyncio.to_thread(self._describe, row) for row in rows]
+        return await asyncio.to_thread(self._describe, rows) if rows else []
 
     async def results(self, job_id: str, allowed: list[str] | None, failing_only: bool = False) -> list[dict]:
         await asyncio.to_thread(self._job_row, job_id, allowed)
