@@ -74,7 +74,7 @@ class Ingest:
         """
         inspection = signal.inspect(body)
         if inspection.items > inspection.rejected:
-            payload = body + otlp.batch_trailer(project, self.max_attribute_length)
+            payload = inspection.body + otlp.batch_trailer(project, self.max_attribute_length)
             try:
                 await self.wals[signal.name].append_async(payload)
             except OSError as exc:

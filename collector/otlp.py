@@ -4,9 +4,12 @@ The request bytes themselves go to the write-ahead log and on to ClickHouse unch
 only parses them once (upb, C speed) to refuse malformed requests and to count the spans that
 the ingest view will drop, for OTLP partial success.
 
-Strings are parsed leniently: the upstream messages reject invalid UTF-8, but OTLP data from
-the wild has it, and ClickHouse stores it safely (toValidUTF8 in the ingest view). So we parse
-with a copy of the upstream descriptors whose `string` fields are `bytes`.
+Everything stored is valid UTF-8, so the ingest views need no per-string check. The upstream
+messages (whose parser checks UTF-8) accept nearly every request as it is. OTLP data from the
+wild sometimes has invalid UTF-8; such a request is parsed again with a copy of the upstream
+descriptors whose `string` fields are `bytes`, its strings are repaired (each invalid byte
+becomes U+FFFD, as on the JSON path), and the repaired encoding is what gets stored. Only that
+rare request costs Python work per field.
 """
 from __future__ import annotations
 
@@ -49,6 +52,7 @@ class Inspection:
     items: int       # spans, log records or data points in the request
     rejected: int    # those the ingest view will drop
     reason: str = SPANS_REJECTED  # what was rejected and why, after "<rejected> of <items> "
+    body: bytes = b""  # the request to store: as received, or with its strings made valid UTF-8
 
     @property
     def error_message(self) -> str:
@@ -71,7 +75,7 @@ def _lenient_pool() -> descriptor_pool.DescriptorPool:
         proto = descriptor_pb2.FileDescriptorProto()
         file_descriptor.CopyToProto(proto)
         for message in proto.message_type:
-            _strings_to_bytes(message)
+            _strings_to_bytes(message, proto.package)
         pool.Add(proto)
 
     for service in (trace_service_pb2, logs_service_pb2, metrics_service_pb2):
@@ -79,12 +83,18 @@ def _lenient_pool() -> descriptor_pool.DescriptorPool:
     return pool
 
 
-def _strings_to_bytes(message: descriptor_pb2.DescriptorProto) -> None:
+# (message full name, field name) of every field that is a string upstream.
+_STRING_FIELDS: set[tuple[str, str]] = set()
+
+
+def _strings_to_bytes(message: descriptor_pb2.DescriptorProto, scope: str = "") -> None:
+    full_name = f"{scope}.{message.name}"
     for field in message.field:
         if field.type == descriptor_pb2.FieldDescriptorProto.TYPE_STRING:
             field.type = descriptor_pb2.FieldDescriptorProto.TYPE_BYTES
+            _STRING_FIELDS.add((full_name.lstrip("."), field.name))
     for nested in message.nested_type:
-        _strings_to_bytes(nested)
+        _strings_to_bytes(nested, full_name)
 
 
 _POOL = _lenient_pool()
@@ -102,17 +112,48 @@ def _valid_ids(span) -> bool:
             and span_id != ZERO_SPAN_ID and len(parent) in (0, 8))
 
 
-def _parse(request, body: bytes):
-    """Parse `body` into `request`; a BadRequest names the message when it is not one."""
-    name = request.DESCRIPTOR.name
+def _parse(request_class, lenient_class, body: bytes):
+    """The parsed request and the bytes to store (valid UTF-8 in every string field).
+
+    A BadRequest names the message when the body is not one.
+    """
+    name = request_class.DESCRIPTOR.name
+    request = request_class()
     try:
         request.ParseFromString(body)
-    except DecodeError as exc:
-        raise BadRequest(f"the body is not a valid OTLP {name} protobuf ({exc})") from None
+    except DecodeError:
+        # Invalid UTF-8 is the one thing the lenient copy accepts that the upstream one refuses.
+        request = lenient_class()
+        try:
+            request.ParseFromString(body)
+        except DecodeError as exc:
+            raise BadRequest(f"the body is not a valid OTLP {name} protobuf ({exc})") from None
+        _repair_utf8(request)
+        body = request.SerializeToString()
     reserved = {f.field_number for f in UnknownFieldSet(request)} & RESERVED_FIELDS
     if reserved:
         raise BadRequest(f"field numbers {sorted(reserved)} of {name} are reserved for the collector")
-    return request
+    return request, body
+
+
+def _repair_utf8(message) -> None:
+    """Make every upstream-string field of a lenient message valid UTF-8, in place."""
+    message_name = message.DESCRIPTOR.full_name
+    for field, value in message.ListFields():
+        if (message_name, field.name) in _STRING_FIELDS:
+            if _is_repeated(field):
+                value[:] = [v.decode("utf-8", "replace").encode() for v in value]
+            else:
+                setattr(message, field.name, value.decode("utf-8", "replace").encode())
+        elif field.type == field.TYPE_MESSAGE:
+            for child in (value if _is_repeated(field) else (value,)):
+                _repair_utf8(child)
+
+
+def _is_repeated(field) -> bool:
+    # `is_repeated` replaced `label` in protobuf 6; 5.x has only `label`.
+    repeated = getattr(field, "is_repeated", None)
+    return repeated if repeated is not None else field.label == field.LABEL_REPEATED
 
 
 def inspect_traces(body: bytes) -> Inspection:
@@ -120,14 +161,14 @@ def inspect_traces(body: bytes) -> Inspection:
 
     The rule here must match the WHERE clause of the ingest view in storage/schema.py.
     """
-    request = _parse(LenientTracesRequest(), body)
+    request, body = _parse(trace_service_pb2.ExportTraceServiceRequest, LenientTracesRequest, body)
     items = rejected = 0
     for resource_spans in request.resource_spans:
         for scope_spans in resource_spans.scope_spans:
             spans = scope_spans.spans
             items += len(spans)
             rejected += sum(1 for span in spans if not _valid_ids(span))
-    return Inspection(items, rejected)
+    return Inspection(items, rejected, body=body)
 
 
 def _bad_log_ids(record) -> bool:
@@ -139,14 +180,14 @@ def inspect_logs(body: bytes) -> Inspection:
 
     The rule here must match the WHERE clause of the ingest view in storage/logs_metrics.py.
     """
-    request = _parse(LenientLogsRequest(), body)
+    request, body = _parse(logs_service_pb2.ExportLogsServiceRequest, LenientLogsRequest, body)
     items = rejected = 0
     for resource_logs in request.resource_logs:
         for scope_logs in resource_logs.scope_logs:
             records = scope_logs.log_records
             items += len(records)
             rejected += sum(1 for record in records if _bad_log_ids(record))
-    return Inspection(items, rejected, LOG_RECORDS_REJECTED)
+    return Inspection(items, rejected, LOG_RECORDS_REJECTED, body)
 
 
 _METRIC_KINDS = ("gauge", "sum", "histogram", "exponential_histogram", "summary")
@@ -157,7 +198,7 @@ def inspect_metrics(body: bytes) -> Inspection:
 
     The rule here must match the WHERE clause of the ingest views in storage/logs_metrics.py.
     """
-    request = _parse(LenientMetricsRequest(), body)
+    request, body = _parse(metrics_service_pb2.ExportMetricsServiceRequest, LenientMetricsRequest, body)
     items = rejected = 0
     for resource_metrics in request.resource_metrics:
         for scope_metrics in resource_metrics.scope_metrics:
@@ -166,7 +207,7 @@ def inspect_metrics(body: bytes) -> Inspection:
                 points = len(getattr(metric, kind).data_points) if kind in _METRIC_KINDS else 0
                 items += points
                 rejected += 0 if metric.name else points
-    return Inspection(items, rejected, DATA_POINTS_REJECTED)
+    return Inspection(items, rejected, DATA_POINTS_REJECTED, body)
 
 
 # -- OTLP/JSON ------------------------------------------------------------------------------

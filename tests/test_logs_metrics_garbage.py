@@ -191,3 +191,28 @@ def test_kill_9_loses_no_acknowledged_log_record(tmp_path):
     assert not [body for body in acked if counts.get(body) != 1], "an acknowledged record is missing or duplicated"
     assert all(count == 1 for count in counts.values())
     assert set(counts) <= set(sent)
+
+
+@pytest.mark.parametrize("signal_name", list(SIGNALS))
+def test_invalid_utf8_is_stored_as_replacement_characters(make_collector, store, signal_name):
+    """The ingest views trust their strings, so the collector must repair every one of them."""
+    collector = make_collector()
+    marker = f"utf8-{signal_name}-{secrets.token_hex(4)}"
+    body = good_request(signal_name, marker + "-~", service="svc-~")
+    if signal_name == "logs":
+        request = ExportLogsServiceRequest.FromString(body)
+        record = request.resource_logs[0].scope_logs[0].log_records[0]
+        record.attributes.add(key="key-~").value.kvlist_value.values.add(key="inner-~").value.string_value = "v-~"
+    else:
+        request = ExportMetricsServiceRequest.FromString(body)
+        point = request.resource_metrics[0].scope_metrics[0].metrics[0].gauge.data_points[0]
+        point.attributes.add(key="key-~").value.kvlist_value.values.add(key="inner-~").value.string_value = "v-~"
+    body = request.SerializeToString().replace(b"~", b"\xff")
+    assert post(collector, signal_name, body).status_code == 200
+    collector.wait_stored()
+    bad = "\ufffd"
+    table, column, attributes = (("otel_logs", "Body", "LogAttributes") if signal_name == "logs"
+                                 else ("otel_metrics_gauge", "MetricName", "Attributes"))
+    rows = store.query(f"SELECT {column}, ServiceName, {attributes} FROM {table} WHERE startsWith({column}, {{m:String}})",
+                       parameters={"m": marker}).result_rows
+    assert rows == [(f"{marker}-{bad}", f"svc-{bad}", {f"key-{bad}": f'{{"inner-{bad}":"v-{bad}"}}'})]

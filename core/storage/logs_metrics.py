@@ -155,7 +155,8 @@ def _logs_staging_view(schema: Schema) -> str:
     span id has a wrong length is dropped (and counted as rejected); an all-zero id means none.
     """
     depth = LOGS_ANY_VALUE_DEPTH
-    resource = _attributes("rl.resource.attributes", depth, array_depth=LOGS_ARRAY_DEPTH)
+    resources = otlp_sql.per_resource(schema.name(LOGS_STAGING_TABLE), "resource_logs", "scope_logs", depth=depth,
+                                      array_depth=LOGS_ARRAY_DEPTH, carry=("_r.schema_url AS _resource_schema_url",))
     scope = _attributes("sl.scope.attributes", depth, array_depth=LOGS_ARRAY_DEPTH)
     body = f"arrayElement({otlp_sql.values_text('_body', depth, LOGS_ARRAY_DEPTH)}, 1)"
     valid = "length(r.trace_id) IN (0, 16) AND length(r.span_id) IN (0, 8)"
@@ -171,32 +172,24 @@ def _logs_staging_view(schema: Schema) -> str:
         f"    {log_id('r.trace_id', 16)} AS TraceId,\n"
         f"    {log_id('r.span_id', 8)} AS SpanId,\n"
         "    toUInt8(bitAnd(r.flags, 255)) AS TraceFlags,\n"
-        "    toValidUTF8(r.severity_text) AS SeverityText,\n"
+        "    r.severity_text AS SeverityText,\n"
         "    toUInt8(if(r.severity_number BETWEEN 0 AND 255, r.severity_number, 0)) AS SeverityNumber,\n"
         "    _service_name AS ServiceName,\n"
         f"    {body} AS Body,\n"
         "    _resource_schema_url AS ResourceSchemaUrl,\n"
         "    _resource_attributes AS ResourceAttributes,\n"
-        "    toValidUTF8(sl.schema_url) AS ScopeSchemaUrl,\n"
-        "    toValidUTF8(sl.scope.name) AS ScopeName,\n"
-        "    toValidUTF8(sl.scope.version) AS ScopeVersion,\n"
+        "    sl.schema_url AS ScopeSchemaUrl,\n"
+        "    sl.scope.name AS ScopeName,\n"
+        "    sl.scope.version AS ScopeVersion,\n"
         f"    {scope} AS ScopeAttributes,\n"
         f"    {_attributes('r.attributes', depth, mark_truncated=True, array_depth=LOGS_ARRAY_DEPTH)} AS LogAttributes,\n"
-        "    toValidUTF8(r.event_name) AS EventName,\n"
+        "    r.event_name AS EventName,\n"
         "    _project AS Project\n"
         "FROM (\n"
         "    SELECT sl, r, [r.body] AS _body, max_value_length, _service_name, _resource_attributes,\n"
         "        _resource_schema_url, _project\n"
-        "    FROM (\n"
-        "        SELECT rl.scope_logs AS _scope_logs, max_value_length,\n"
-        f"            {resource} AS _resource_attributes,\n"
-        "            toValidUTF8(rl.schema_url) AS _resource_schema_url,\n"
-        "            _resource_attributes['service.name'] AS _service_name,\n"
-        f"            if(project != '', project, {normalize.project('_resource_attributes')}) AS _project\n"
-        f"        FROM {schema.name(LOGS_STAGING_TABLE)}\n"
-        "        ARRAY JOIN resource_logs AS rl\n"
-        "    )\n"
-        "    ARRAY JOIN _scope_logs AS sl\n"
+        f"    FROM ({resources})\n"
+        "    ARRAY JOIN _children AS sl\n"
         "    ARRAY JOIN sl.log_records AS r\n"
         f"    WHERE {valid}\n"
         ")"
@@ -398,10 +391,16 @@ def _exemplar_columns(depth: int) -> str:
             f"    arrayMap(e -> {otlp_sql.hex_id('e.trace_id')}, p.exemplars) AS `Exemplars.TraceId`,\n")
 
 
+def ingest_views(schema: Schema) -> list[str]:
+    """The logs and metrics staging views (recreated by schema migration 4)."""
+    return [_logs_staging_view(schema)] + [_metrics_view(schema, kind) for kind in METRIC_TABLES]
+
+
 def _metrics_view(schema: Schema, kind: str) -> str:
     """One view per metric kind: resources → scopes → metrics → that kind's data points."""
     depth = METRICS_ANY_VALUE_DEPTH
-    resource = _attributes("rm.resource.attributes", depth)
+    resources = otlp_sql.per_resource(schema.name(METRICS_STAGING_TABLE), "resource_metrics", "scope_metrics",
+                                      depth=depth, carry=("_r.schema_url AS _resource_schema_url",))
     scope = _attributes("sm.scope.attributes", depth)
     point_attributes = _attributes("p.attributes", depth, mark_truncated=True)
     temporality = f"m.{kind}.aggregation_temporality AS AggregationTemporality,\n"
@@ -427,30 +426,22 @@ def _metrics_view(schema: Schema, kind: str) -> str:
         f"TO {schema.name(METRIC_TABLES[kind])}\nAS SELECT\n"
         "    _resource_attributes AS ResourceAttributes,\n"
         "    _resource_schema_url AS ResourceSchemaUrl,\n"
-        "    toValidUTF8(sm.scope.name) AS ScopeName,\n"
-        "    toValidUTF8(sm.scope.version) AS ScopeVersion,\n"
+        "    sm.scope.name AS ScopeName,\n"
+        "    sm.scope.version AS ScopeVersion,\n"
         f"    {scope} AS ScopeAttributes,\n"
         "    sm.scope.dropped_attributes_count AS ScopeDroppedAttrCount,\n"
-        "    toValidUTF8(sm.schema_url) AS ScopeSchemaUrl,\n"
+        "    sm.schema_url AS ScopeSchemaUrl,\n"
         "    _service_name AS ServiceName,\n"
-        "    toValidUTF8(m.name) AS MetricName,\n"
-        "    toValidUTF8(m.description) AS MetricDescription,\n"
-        "    toValidUTF8(m.unit) AS MetricUnit,\n"
+        "    m.name AS MetricName,\n"
+        "    m.description AS MetricDescription,\n"
+        "    m.unit AS MetricUnit,\n"
         f"    {point_attributes} AS Attributes,\n"
         f"    {otlp_sql.nanos_to_datetime('p.start_time_unix_nano')} AS StartTimeUnix,\n"
         f"    {otlp_sql.nanos_to_datetime('p.time_unix_nano')} AS TimeUnix,\n"
         f"{specific}"
         "    _project AS Project\n"
-        "FROM (\n"
-        "    SELECT rm.scope_metrics AS _scope_metrics, max_value_length,\n"
-        f"        {resource} AS _resource_attributes,\n"
-        "        toValidUTF8(rm.schema_url) AS _resource_schema_url,\n"
-        "        _resource_attributes['service.name'] AS _service_name,\n"
-        f"        if(project != '', project, {normalize.project('_resource_attributes')}) AS _project\n"
-        f"    FROM {schema.name(METRICS_STAGING_TABLE)}\n"
-        "    ARRAY JOIN resource_metrics AS rm\n"
-        ")\n"
-        "ARRAY JOIN _scope_metrics AS sm\n"
+        f"FROM ({resources})\n"
+        "ARRAY JOIN _children AS sm\n"
         "ARRAY JOIN sm.metrics AS m\n"
         f"ARRAY JOIN m.{kind}.data_points AS p\n"
         # A metric without a name is refused through partial success (collector/otlp.py).

@@ -311,8 +311,6 @@ class Schema:
         3. the columns of otel_traces.
         """
         max_len = "max_value_length"
-        resource = otlp_sql.attributes_map(otlp_sql.attribute_keys("rs.resource.attributes"),
-                                           otlp_sql.attribute_values("rs.resource.attributes"), max_len)
         span_attrs = otlp_sql.attributes_map("_span_keys", "_span_values", max_len, mark_truncated=True)
         event_attrs = otlp_sql.attributes_map(otlp_sql.attribute_keys("e.attributes"),
                                               otlp_sql.attribute_values("e.attributes"), max_len)
@@ -322,6 +320,7 @@ class Schema:
         valid = ("length(s.trace_id) = 16 AND s.trace_id != repeat('\\0', 16) "
                  "AND length(s.span_id) = 8 AND s.span_id != repeat('\\0', 8) "
                  "AND length(s.parent_span_id) IN (0, 8)")
+        resources = otlp_sql.per_resource(self.name(TRACES_STAGING_TABLE), "resource_spans", "scope_spans")
         return (
             f"CREATE MATERIALIZED VIEW IF NOT EXISTS {self.name(TRACES_STAGING_TABLE + '_mv')}{self.on_cluster}\n"
             f"TO {self.name(TRACES_TABLE)}\nAS SELECT\n"
@@ -329,38 +328,31 @@ class Schema:
             f"    {otlp_sql.hex_id('s.trace_id')} AS TraceId,\n"
             f"    {otlp_sql.hex_id('s.span_id')} AS SpanId,\n"
             f"    {otlp_sql.hex_id('s.parent_span_id')} AS ParentSpanId,\n"
-            "    toValidUTF8(s.trace_state) AS TraceState,\n"
-            "    toValidUTF8(s.name) AS SpanName,\n"
+            "    s.trace_state AS TraceState,\n"
+            "    s.name AS SpanName,\n"
             f"    if(s.kind BETWEEN 0 AND 5, arrayElement({kinds}, toUInt8(s.kind) + 1), 'Unspecified') AS SpanKind,\n"
             "    _service_name AS ServiceName,\n"
             "    _resource_attributes AS ResourceAttributes,\n"
-            "    toValidUTF8(ss.scope.name) AS ScopeName,\n"
-            "    toValidUTF8(ss.scope.version) AS ScopeVersion,\n"
+            "    ss.scope.name AS ScopeName,\n"
+            "    ss.scope.version AS ScopeVersion,\n"
             f"    {span_attrs} AS SpanAttributes,\n"
             "    if(s.end_time_unix_nano > s.start_time_unix_nano, s.end_time_unix_nano - s.start_time_unix_nano, 0) AS Duration,\n"
             "    multiIf(s.status.code = 1, 'Ok', s.status.code = 2, 'Error', 'Unset') AS StatusCode,\n"
-            "    toValidUTF8(s.status.message) AS StatusMessage,\n"
+            "    s.status.message AS StatusMessage,\n"
             f"    arrayMap(e -> {otlp_sql.nanos_to_datetime('e.time_unix_nano')}, s.events) AS `Events.Timestamp`,\n"
-            "    arrayMap(e -> toValidUTF8(e.name), s.events) AS `Events.Name`,\n"
+            "    s.events.name AS `Events.Name`,\n"
             f"    arrayMap(e -> {event_attrs}, s.events) AS `Events.Attributes`,\n"
             f"    arrayMap(l -> {otlp_sql.hex_id('l.trace_id')}, s.links) AS `Links.TraceId`,\n"
             f"    arrayMap(l -> {otlp_sql.hex_id('l.span_id')}, s.links) AS `Links.SpanId`,\n"
-            "    arrayMap(l -> toValidUTF8(l.trace_state), s.links) AS `Links.TraceState`,\n"
+            "    s.links.trace_state AS `Links.TraceState`,\n"
             f"    arrayMap(l -> {link_attrs}, s.links) AS `Links.Attributes`,\n"
             "    _project AS Project\n"
             "FROM (\n"
             "    SELECT ss, s, max_value_length, _service_name, _resource_attributes, _project,\n"
             f"        {otlp_sql.attribute_keys('s.attributes')} AS _span_keys,\n"
             f"        {otlp_sql.attribute_values('s.attributes')} AS _span_values\n"
-            "    FROM (\n"
-            "        SELECT rs.scope_spans AS _scope_spans, max_value_length,\n"
-            f"            {resource} AS _resource_attributes,\n"
-            "            _resource_attributes['service.name'] AS _service_name,\n"
-            f"            if(project != '', project, {normalize.project('_resource_attributes')}) AS _project\n"
-            f"        FROM {self.name(TRACES_STAGING_TABLE)}\n"
-            "        ARRAY JOIN resource_spans AS rs\n"
-            "    )\n"
-            "    ARRAY JOIN _scope_spans AS ss\n"
+            f"    FROM ({resources})\n"
+            "    ARRAY JOIN _children AS ss\n"
             "    ARRAY JOIN ss.spans AS s\n"
             f"    WHERE {valid}\n"
             ")"
@@ -448,7 +440,22 @@ class Schema:
                       self.assessments() + self.evaluation_jobs()),
             Migration(3, "logs and metrics: otel_logs, otel_metrics_*, OTLP staging, span content of "
                          "GenAI log events, evaluation events as assessments", self.logs_and_metrics()),
+            Migration(4, "ingest views: strings arrive valid UTF-8, resource attributes analysed once",
+                      self.new_queries(self._staging_view(), *logs_metrics.ingest_views(self))),
         ]
+
+    def new_queries(self, *views: str) -> list[str]:
+        """`ALTER … MODIFY QUERY` for each `CREATE MATERIALIZED VIEW IF NOT EXISTS <name>… AS SELECT`.
+
+        The view changes in one step, so a collector still running elsewhere (a cluster being
+        upgraded) loses no insert, as it would between a DROP and a CREATE.
+        """
+        statements = []
+        for view in views:
+            head, select = view.split("\nAS SELECT\n", 1)
+            name = head.split("IF NOT EXISTS ", 1)[1].split("\n", 1)[0].removesuffix(self.on_cluster)
+            statements.append(f"ALTER TABLE {name}{self.on_cluster} MODIFY QUERY\nSELECT\n{select}")
+        return statements
 
     def retention_statements(self) -> list[str]:
         """Bring the TTL of existing tables in line with the current retention setting."""

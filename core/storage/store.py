@@ -42,6 +42,12 @@ METRICS = ProtobufTarget(logs_metrics.METRICS_STAGING_TABLE, logs_metrics.METRIC
 READ_SETTINGS = {"do_not_merge_across_partitions_select_final": 1}
 
 
+# For the inserts that run the ingest views. ClickHouse plans the views anew for every insert,
+# and merging their many expression steps into one was a third of that planning (0.3 s of CPU
+# an insert) while saving nothing measurable per row.
+INGEST_SETTINGS = {"query_plan_merge_expressions": 0}
+
+
 def database_of(dsn: str) -> str:
     """The database a DSN names (`http://host:8123/db`); chDB and bare URLs use `default`."""
     parts = urlsplit(dsn)
@@ -115,6 +121,7 @@ class Store:
         """Insert length-delimited protobuf messages (a WAL segment) in one idempotent insert."""
         settings = {
             **self._format_schema(target),
+            **INGEST_SETTINGS,
             "input_format_protobuf_oneof_presence": 1,
             "insert_deduplicate": 1,
             "deduplicate_blocks_in_dependent_materialized_views": 1,
