@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 import time
 
 from tracehouse.config import Settings
@@ -34,6 +35,7 @@ class Collector:
     def open_wal(self) -> None:
         """Recover the WAL and start moving it into storage (before any listener opens)."""
         s = self.settings
+        insert_slots = threading.BoundedSemaphore(s.insert_threads)
         for signal in SIGNALS:
             wal = WriteAheadLog(s.wal_dir / signal.name, segment_max_bytes=s.batch_max_size,
                                 segment_max_age=s.batch_max_delay, max_bytes=s.wal_max_size)
@@ -46,9 +48,13 @@ class Collector:
                 log.info("replaying %d %s segments (%d bytes) left in the write-ahead log",
                          len(recovered), signal.name, sum(seg.size for seg in recovered))
             self.wals[signal.name] = wal
-            writer = SegmentWriter(wal, self.store, signal.target, s.wal_dir / "quarantine", repair=signal.repair)
-            writer.start()
-            self.writers.append(writer)
+            # Each signal gets --insert-threads writers, and the shared slots keep the inserts
+            # of all signals together at that number: one busy signal may use them all.
+            for _ in range(s.insert_threads):
+                writer = SegmentWriter(wal, self.store, signal.target, s.wal_dir / "quarantine",
+                                       repair=signal.repair, insert_slots=insert_slots)
+                writer.start()
+                self.writers.append(writer)
         self.ingest = Ingest(self.settings.load_api_keys(), self.wals, s.max_attribute_length)
 
     async def start(self) -> None:

@@ -6,6 +6,10 @@ nothing twice. While ClickHouse fails, segments stay in the WAL and the writer r
 backoff (capped at a few seconds, so recovery is noticed before clients that were told to
 retry give up); ingest keeps acknowledging until the WAL cap, then answers "retry later".
 
+Several writers take segments from one log (`--insert-threads`): an insert runs the ingest
+views on one core, so inserts side by side are what lets ClickHouse use more than one. Their
+order does not matter, since every segment is its own idempotent insert.
+
 A segment that ClickHouse keeps refusing while it answers other queries would block all data
 behind it. After a few tries such a segment is split into its records; each is inserted on
 its own (with the same retries, so an outage meanwhile quarantines nothing); a refused record
@@ -33,7 +37,7 @@ ATTEMPTS_BEFORE_SPLIT = 3
 class SegmentWriter:
     def __init__(self, wal: WriteAheadLog, store: Store, target: ProtobufTarget, quarantine_dir: Path,
                  *, repair: Callable[[bytes], bytes] | None = None, min_backoff: float = 0.2,
-                 max_backoff: float = 5.0):
+                 max_backoff: float = 5.0, insert_slots: threading.Semaphore | None = None):
         self.wal = wal
         self.store = store
         self.target = target
@@ -41,6 +45,8 @@ class SegmentWriter:
         self.repair = repair
         self.min_backoff = min_backoff
         self.max_backoff = max_backoff
+        # Held while inserting: several writers (of one log or of several) may share it.
+        self.insert_slots = insert_slots or threading.Semaphore(1)
         self.inserted_segments = 0
         self.failed_attempts = 0
         self.quarantined_records = 0
@@ -94,7 +100,8 @@ class SegmentWriter:
         backoff, attempts = self.min_backoff, 0
         while True:
             try:
-                self.store.insert_protobuf(self.target, data, token)
+                with self.insert_slots:
+                    self.store.insert_protobuf(self.target, data, token)
                 return None
             except Exception as exc:  # storage errors come in many types; all are retried
                 attempts += 1

@@ -113,6 +113,8 @@ class Settings:
                                    "bytes collected before one insert into ClickHouse")
     batch_max_delay: float = _setting(1.0, _positive_float, "a positive number of seconds", "--batch-max-delay",
                                       "longest wait before collected data is inserted")
+    insert_threads: int = _setting(2, _positive_int, "a positive integer", "--insert-threads",
+                                   "inserts into ClickHouse running at once (each uses a core while it runs)")
     log_level: str = _setting("INFO", _level, "DEBUG, INFO, WARNING or ERROR", "--log-level", "log verbosity")
 
     @property

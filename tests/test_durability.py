@@ -32,7 +32,7 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExportResult
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from tracehouse.collector.writer import ATTEMPTS_BEFORE_SPLIT
-from tracehouse.storage.store import StorageError
+from tracehouse.storage.store import TRACES, StorageError
 from tracehouse.tests.conftest import ServerProcess, free_port, query_data_dir, wait_for
 
 EXPORT_METHOD = "/opentelemetry.proto.collector.trace.v1.TraceService/Export"
@@ -201,11 +201,15 @@ def send_http(running, traces) -> httpx.Response:
                       headers=PROTOBUF_HEADERS, timeout=30)
 
 
+def traces_writers(running, counter: str) -> int:
+    """A counter summed over the traces writers (--insert-threads of them)."""
+    return sum(getattr(w, counter) for w in running.collector.writers if w.target.table == TRACES.table)
+
+
 def test_storage_outage_acks_from_the_wal_and_stores_everything_once_it_is_back(store, make_collector, flaky_store):
     flaky = flaky_store()
     flaky.down.set()
     running = make_collector(store_override=flaky, batch_max_delay=0.5)  # few segments: inserts are slow
-    writer = running.collector.writers[0]
     assert readyz(running) == 503
     acked = []
     for _ in range(5):
@@ -215,7 +219,7 @@ def test_storage_outage_acks_from_the_wal_and_stores_everything_once_it_is_back(
         traces = [new_trace() for _ in range(4)]
         assert send_http(running, traces).status_code == 200
         acked += traces
-    wait_for(lambda: writer.failed_attempts >= 3, 60, what="inserts to be tried and fail")
+    wait_for(lambda: traces_writers(running, "failed_attempts") >= 3, 60, what="inserts to be tried and fail")
     assert stored(store, acked)["count"] == 0
     assert running.collector.wals["traces"].pending_bytes > 0
 
@@ -223,7 +227,7 @@ def test_storage_outage_acks_from_the_wal_and_stores_everything_once_it_is_back(
     running.wait_stored(120)
     assert_each_stored_once(store, acked)
     assert readyz(running) == 200
-    assert writer.quarantined_records == 0
+    assert traces_writers(running, "quarantined_records") == 0
 
 
 def test_an_insert_whose_answer_is_lost_is_retried_without_duplicates(store, make_collector, flaky_store):
@@ -233,8 +237,8 @@ def test_an_insert_whose_answer_is_lost_is_retried_without_duplicates(store, mak
     traces = [new_trace() for _ in range(3)]
     send_grpc(running, traces)
     running.wait_stored(120)
-    writer = running.collector.writers[0]
-    assert (writer.failed_attempts, writer.inserted_segments, flaky.lost_answers) == (ATTEMPTS_BEFORE_SPLIT - 1, 1, 0)
+    assert (traces_writers(running, "failed_attempts"), traces_writers(running, "inserted_segments"),
+            flaky.lost_answers) == (ATTEMPTS_BEFORE_SPLIT - 1, 1, 0)
     assert_each_stored_once(store, traces)
 
 
@@ -265,8 +269,7 @@ def test_a_poisoned_segment_is_split_and_only_its_bad_record_quarantined(store, 
     assert send_http(running, later).status_code == 200
     running.wait_stored(120)
 
-    writer = running.collector.writers[0]
-    assert writer.quarantined_records == 1
+    assert traces_writers(running, "quarantined_records") == 1
     assert flaky.refused > ATTEMPTS_BEFORE_SPLIT  # the whole segment, then the record on its own
     assert_each_stored_once(store, before + after + later)
     assert stored(store, bad)["count"] == 0
@@ -298,7 +301,7 @@ def test_an_outage_during_a_split_sends_no_good_record_to_quarantine(store, make
         send_grpc(running, traces)
     running.wait_stored(120)
     assert flaky.outage is not None and flaky.outage.finished.is_set()
-    assert running.collector.writers[0].quarantined_records == 1
+    assert traces_writers(running, "quarantined_records") == 1
     assert_each_stored_once(store, before + after)
     assert stored(store, bad)["count"] == 0
     assert len(quarantined_requests(running.settings.data_dir)) == 1
@@ -346,7 +349,8 @@ def test_a_full_wal_answers_retry_later_and_the_sdk_retries_until_stored_once(st
     flaky.down.set()
     running = make_collector(store_override=flaky, wal_max_size="64KiB")
     # Let the writer notice recovery within the SDK's retry budget (6 tries, 1s apart here).
-    running.collector.writers[0].max_backoff = 0.5
+    for writer in running.collector.writers:
+        writer.max_backoff = 0.5
 
     acked = []
     for _ in range(20):  # about 20 KB a request: the 64 KiB cap is reached after three

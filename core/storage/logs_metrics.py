@@ -156,7 +156,7 @@ def _logs_staging_view(schema: Schema) -> str:
     """
     depth = LOGS_ANY_VALUE_DEPTH
     resources = otlp_sql.per_resource(schema.name(LOGS_STAGING_TABLE), "resource_logs", "scope_logs", depth=depth,
-                                      array_depth=LOGS_ARRAY_DEPTH, carry=("_r.schema_url AS _resource_schema_url",))
+                                      array_depth=LOGS_ARRAY_DEPTH, carry=("schema_url",))
     scope = _attributes("sl.scope.attributes", depth, array_depth=LOGS_ARRAY_DEPTH)
     body = f"arrayElement({otlp_sql.values_text('_body', depth, LOGS_ARRAY_DEPTH)}, 1)"
     valid = "length(r.trace_id) IN (0, 16) AND length(r.span_id) IN (0, 8)"
@@ -400,7 +400,7 @@ def _metrics_view(schema: Schema, kind: str) -> str:
     """One view per metric kind: resources → scopes → metrics → that kind's data points."""
     depth = METRICS_ANY_VALUE_DEPTH
     resources = otlp_sql.per_resource(schema.name(METRICS_STAGING_TABLE), "resource_metrics", "scope_metrics",
-                                      depth=depth, carry=("_r.schema_url AS _resource_schema_url",))
+                                      depth=depth, carry=("schema_url",))
     scope = _attributes("sm.scope.attributes", depth)
     point_attributes = _attributes("p.attributes", depth, mark_truncated=True)
     temporality = f"m.{kind}.aggregation_temporality AS AggregationTemporality,\n"

@@ -6,6 +6,8 @@ collector and the query service are written once against `Store`.
 from __future__ import annotations
 
 import logging
+import queue
+import threading
 from dataclasses import dataclass
 from importlib import resources
 from urllib.parse import urlsplit
@@ -72,16 +74,25 @@ class Store:
         self.embedded = dsn.startswith("chdb:")
         self.schema = Schema(SchemaOptions(database=database_of(dsn), cluster=cluster,
                                            retention_days=retention_days))
+        self.client = self._connect()
+        self._proto_text: dict[str, str] = {}
+        # Connections for inserts, one per concurrent caller: a connection runs one statement
+        # at a time (chDB locks its handle), and the segment writers insert in parallel.
+        self._idle_insert_clients: queue.SimpleQueue = queue.SimpleQueue()
+        self._insert_clients: list = []
+        self._insert_clients_lock = threading.Lock()
+
+    def _connect(self):
         try:
             # No HTTP session: sessions serialize a client's queries on the server.
             extra = {} if self.embedded else {"autogenerate_session_id": False, "settings": READ_SETTINGS}
-            self.client = clickhouse_connect.get_client(dsn=dsn, **extra)
+            client = clickhouse_connect.get_client(dsn=self.dsn, **extra)
             if self.embedded:  # the embedded connection keeps session settings; no need to send them each time
                 for name, value in READ_SETTINGS.items():
-                    self.client.command(f"SET {name} = {int(value)}")
+                    client.command(f"SET {name} = {int(value)}")
+            return client
         except Exception as exc:  # connection errors come in many types; all mean the same here
-            raise StorageError(f"cannot connect to ClickHouse at {redact(dsn)}: {exc}") from exc
-        self._proto_text: dict[str, str] = {}
+            raise StorageError(f"cannot connect to ClickHouse at {redact(self.dsn)}: {exc}") from exc
 
     # -- basic calls ------------------------------------------------------------------------
 
@@ -101,6 +112,10 @@ class Store:
             return False
 
     def close(self) -> None:
+        with self._insert_clients_lock:
+            clients, self._insert_clients = self._insert_clients, []
+        for client in clients:
+            client.close()
         self.client.close()
 
     # -- ingest -----------------------------------------------------------------------------
@@ -127,7 +142,16 @@ class Store:
             "deduplicate_blocks_in_dependent_materialized_views": 1,
             "insert_deduplication_token": dedup_token,
         }
-        self.client.raw_insert(self.schema.name(target.table), insert_block=data, fmt="Protobuf", settings=settings)
+        try:
+            client = self._idle_insert_clients.get_nowait()
+        except queue.Empty:
+            client = self._connect()
+            with self._insert_clients_lock:
+                self._insert_clients.append(client)
+        try:
+            client.raw_insert(self.schema.name(target.table), insert_block=data, fmt="Protobuf", settings=settings)
+        finally:
+            self._idle_insert_clients.put(client)
 
     # -- schema -----------------------------------------------------------------------------
 
