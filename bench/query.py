@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import statistics
 import sys
 import tempfile
@@ -110,6 +111,8 @@ def main() -> int:
     parser.add_argument("--chunk", type=int, default=1_000_000)
     parser.add_argument("--runs", type=int, default=30)
     parser.add_argument("--data-dir", type=Path, default=None, help="reuse a loaded data dir (default: a new temp dir)")
+    parser.add_argument("--only", action="append", default=None, metavar="TEXT",
+                        help="time only the queries whose name contains TEXT (repeatable)")
     args = parser.parse_args()
 
     from tracehouse.client import Client
@@ -153,12 +156,17 @@ def main() -> int:
           f"({total / spans_stored:,.0f} bytes/span)")
     for table, size_bytes in size[:4]:
         print(f"  {table:28} {size_bytes / 2**20:10,.1f} MiB")
+    if args.only:
+        queries = {name: fn for name, fn in queries.items() if any(text in name for text in args.only)}
+    # Other work on the machine moves these figures; the load average says how much.
+    print(f"\nload average before timing: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     print(f"\n{'query':28} {'p50 ms':>9} {'p99 ms':>9}   rows")
     for name, fn in queries.items():
         result = fn()
         rows = result.num_rows if hasattr(result, "num_rows") else len(result.get("spans", []))
         p50, p99 = timed(fn, args.runs)
         print(f"{name:28} {p50:9.1f} {p99:9.1f}   {rows}")
+    print(f"\nload average after timing: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     service.stop()
     return 0
 

@@ -26,17 +26,22 @@ def logged_content(store: Store, trace_ids: list[str], projects: list[str] | Non
     where = [f"TraceId IN {params.bind(list(trace_ids), 'Array(String)')}"]
     if projects is not None:
         where.append(f"Project IN {params.bind(list(projects), 'Array(String)')}")
-    # Each row is a JSON array; the span's list is their elements, in event order.
+    # Each row is a JSON array; the span's list is their elements, in event order. The rows come
+    # in that order and are joined here: a GROUP BY costs several milliseconds even when nothing
+    # matches, which is what most traces (and every trace read) find.
     sql = f"""
-SELECT TraceId, SpanId, Direction,
-       concat('[', arrayStringConcat(arrayFilter(x -> x != '',
-           arrayMap(c -> substring(c.3, 2, length(c.3) - 2), arraySort(groupArray((Timestamp, Seq, Content))))), ','), ']')
+SELECT TraceId, SpanId, Direction, substring(Content, 2, length(Content) - 2)
 FROM tracehouse_span_content
 WHERE {' AND '.join(where)}
-GROUP BY TraceId, SpanId, Direction"""
+ORDER BY TraceId, SpanId, Timestamp, Seq, Content"""
+    elements: dict[tuple[str, str, str], list[str]] = {}
+    for trace_id, span_id, direction, inner in store.query(sql, parameters=params.values).result_rows:
+        found = elements.setdefault((trace_id, span_id, direction), [])
+        if inner:
+            found.append(inner)
     content: dict[tuple[str, str], dict] = {}
-    for trace_id, span_id, direction, messages in store.query(sql, parameters=params.values).result_rows:
-        content.setdefault((trace_id, span_id), {"inputs": "", "outputs": ""})[f"{direction}s"] = messages
+    for (trace_id, span_id, direction), parts in elements.items():
+        content.setdefault((trace_id, span_id), {"inputs": "", "outputs": ""})[f"{direction}s"] = f"[{','.join(parts)}]"
     return content
 
 

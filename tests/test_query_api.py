@@ -1,6 +1,7 @@
 """Query API and Python client over real stored traces: search, paging, trace tree, SQL, auth."""
 from __future__ import annotations
 
+import datetime
 import os
 import uuid
 
@@ -99,6 +100,44 @@ def test_get_trace_returns_the_span_tree(query_api, dataset):
     with pytest.raises(TracehouseError) as bad:
         Client(query_api.url).get_trace("not-an-id")
     assert bad.value.status == 400 and "32 hex characters" in str(bad.value)
+
+
+def test_assessments_show_on_the_traces_that_have_them_and_only_there(query_api, dataset):
+    _, project_b, ids = dataset
+    client = Client(query_api.url)
+    assert client.get_trace(ids[(project_b, 1)])["assessments"] == []
+    client.log_feedback(ids[(project_b, 1)], "helpful", 4, rationale="clear")
+    page = client.search_traces(projects=[project_b], order_by=["timestamp_ms ASC"], return_type="list")
+    assert [[(a["name"], a["value"], a["value_type"], a["rationale"]) for a in t["assessments"]] for t in page] == [
+        [], [("helpful", "4", "number", "clear")], []]
+    trace = client.get_trace(ids[(project_b, 1)])
+    assert [(a["name"], a["value"], a["rationale"]) for a in trace["assessments"]] == [("helpful", 4, "clear")]
+    assert client.get_trace(ids[(project_b, 0)])["assessments"] == []
+    empty = client.search_traces(projects=[project_b], filter_string="tags.customer_tier = 'none'", return_type="arrow")
+    assert (empty.num_rows, "assessments" in empty.column_names) == (0, True)
+
+
+def test_logged_content_joins_a_spans_events_in_order(store):
+    from tracehouse.query.span_content import logged_content
+    trace_id, span, other = uuid.uuid4().hex, uuid.uuid4().hex[:16], uuid.uuid4().hex[:16]
+    at = datetime.datetime(2025, 1, 2, 3, 4, 5)
+    rows = [  # (span, seconds, seq, direction, content), stored out of order
+        (span, 2, 0, "input", '[{"role":"user","content":"second"}]'),
+        (span, 1, 1, "input", '[{"role":"user","content":"first b"}]'),
+        (span, 1, 0, "input", '[{"role":"system","content":"first a"}]'),
+        (span, 3, 0, "input", "[]"),
+        (other, 1, 0, "output", "[]"),
+    ]
+    store.client.insert("tracehouse_span_content", [
+        ("content_test", trace_id, s, at + datetime.timedelta(seconds=sec), seq, d, "gen_ai.user.message", c)
+        for s, sec, seq, d, c in rows],
+        column_names=["Project", "TraceId", "SpanId", "Timestamp", "Seq", "Direction", "EventName", "Content"])
+    assert logged_content(store, [trace_id], None) == {
+        (trace_id, span): {"inputs": '[{"role":"system","content":"first a"},{"role":"user","content":"first b"},'
+                                     '{"role":"user","content":"second"}]', "outputs": ""},
+        (trace_id, other): {"inputs": "", "outputs": "[]"},
+    }
+    assert logged_content(store, [trace_id], ["another_project"]) == {}
 
 
 def test_sql_returns_arrow(query_api, dataset):
