@@ -1,0 +1,86 @@
+"""What one WAL segment costs ClickHouse to store, per signal: the ingest views and tables alone.
+
+bench/ingest.py measures the whole path, where the load generator, the receivers and the
+inserts share the machine. This isolates the inserts: a fresh embedded store (background merges
+stopped, so they don't land in the figures), then for each signal a tiny insert (its fixed
+cost: ClickHouse plans the views anew for every insert) and segments of --segment-mib built
+from bench/ingest.py's templates (spans, their GenAI log events, metric points). It prints CPU
+seconds, records/s and MB/s of one insert thread, and the cost per MB beyond the fixed cost,
+so the signals can be compared per byte.
+
+    python bench/insert.py [--segment-mib 16] [--runs 3]
+"""
+from __future__ import annotations
+
+import argparse
+import shutil
+import struct
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent))
+import ingest as workload  # noqa: E402  (bench/ingest.py: the request templates)
+
+
+def segment(build, records_in_template: int, target_bytes: int) -> tuple[bytes, int]:
+    """Length-delimited requests, as in a WAL segment, each with its own ids, of about target_bytes."""
+    from tracehouse.collector import otlp
+    from tracehouse.collector.wal import encode_varint
+
+    template = build()
+    out, size, n = [], 0, 0
+    while size < target_bytes or not out:
+        body = template.replace(workload.MARKER, struct.pack(">I", n + 1))
+        payload = body + otlp.batch_trailer("", 128 << 10)
+        out.append(encode_varint(len(payload)) + payload)
+        size += len(out[-1])
+        n += 1
+    return b"".join(out), n * records_in_template
+
+
+def timed_insert(store, target, data: bytes, token: str) -> float:
+    started = time.process_time()
+    store.insert_protobuf(target, data, token)
+    return time.process_time() - started
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--segment-mib", type=float, default=16.0, help="segment size (default 16, the default --batch-max-size)")
+    parser.add_argument("--runs", type=int, default=3, help="inserts per signal; the fastest counts (default 3)")
+    args = parser.parse_args()
+
+    from tracehouse.storage import store as storage
+
+    traces = 100  # per request: 1,000 spans, 800 log records, 400 metric points
+    signals = {
+        "spans": (storage.TRACES, lambda: workload.build_template(1, 0, traces), traces * workload.SPANS_PER_TRACE),
+        "logs": (storage.LOGS, lambda: workload.build_logs_template(1, 0, traces), traces * len(workload.LLM_SPANS) * 2),
+        "metric points": (storage.METRICS, lambda: workload.build_metrics_template(1, 0, traces * 4), traces * 4),
+    }
+    data_dir = Path(tempfile.mkdtemp(prefix="tracehouse-insert-bench-"))
+    try:
+        store = storage.Store(f"chdb://{data_dir}")
+        store.migrate()
+        store.command("SYSTEM STOP MERGES")
+        print(f"one insert thread, segments of {args.segment_mib:g} MiB, background merges stopped; "
+              f"fastest of {args.runs}\n")
+        print(f"{'signal':14} {'fixed s':>8} {'segment':>9} {'records':>8} {'B/rec':>6} {'CPU s':>6} "
+              f"{'rec/s':>8} {'MB/s':>6} {'s/MB beyond fixed':>18}")
+        for name, (target, build, per_request) in signals.items():
+            tiny, _ = segment(build, per_request, 1)
+            fixed = min(timed_insert(store, target, tiny, f"{name}-tiny-{i}") for i in range(args.runs))
+            data, records = segment(build, per_request, int(args.segment_mib * 2**20))
+            cpu = min(timed_insert(store, target, data, f"{name}-{i}") for i in range(args.runs))
+            mb = len(data) / 1e6
+            print(f"{name:14} {fixed:8.2f} {mb:7.1f}MB {records:8,} {len(data) / records:6.0f} {cpu:6.2f} "
+                  f"{records / cpu:8,.0f} {mb / cpu:6.1f} {(cpu - fixed) / mb:18.3f}")
+        store.close()
+    finally:
+        shutil.rmtree(data_dir, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
