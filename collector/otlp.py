@@ -151,7 +151,7 @@ def _repair_utf8(message) -> None:
 
 
 def _is_repeated(field) -> bool:
-    # `is_repeated` replaced `label` in protobuf 6; 5.x has only `label`.
+    # Newer protobuf releases have `is_repeated` (and drop `label`); older ones only `label`.
     repeated = getattr(field, "is_repeated", None)
     return repeated if repeated is not None else field.label == field.LABEL_REPEATED
 

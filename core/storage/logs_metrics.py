@@ -214,21 +214,28 @@ def span_content(schema: Schema) -> list[str]:
     clauses = ("PARTITION BY toYYYYMM(Timestamp)\nORDER BY (TraceId, SpanId, Timestamp, Seq)\n"
                + schema._ttl("toDateTime(Timestamp)") + schema._settings())
     name = "_event"
-    pieces = []
-    for event, (direction, role) in MESSAGE_EVENTS.items():
-        message = "if(JSONHas(Body, 'message'), JSONExtractRaw(Body, 'message'), Body)" if event == "gen_ai.choice" else "Body"
-        pieces.append(f"if({name} = {_lit(event)}, ({_lit(direction)}, {_as_message_list(message, role)}), ('', ''))")
+    # One piece per legacy message event, two per details event; written so that each costs
+    # one JSON read of the body even when every branch is evaluated (logs inserts do not
+    # short-circuit: store.LOGS).
+    legacy = _lit_array(list(MESSAGE_EVENTS))
+    direction = f"transform({name}, {legacy}, {_lit_array([d for d, _ in MESSAGE_EVENTS.values()])}, '')"
+    role = f"transform({name}, {legacy}, {_lit_array([r for _, r in MESSAGE_EVENTS.values()])}, '')"
+    choice_message = "JSONExtractRaw(Body, 'message')"  # '' when there is none, or Body is not JSON
+    message = f"if({name} = 'gen_ai.choice' AND {choice_message} != '', {choice_message}, Body)"
     inputs = normalize._with_system_instructions(normalize.attr("gen_ai.input.messages", "LogAttributes"),
                                                  "LogAttributes")
-    pieces.append(f"if({name} = {_lit(DETAILS_EVENT)}, ('input', {inputs}), ('', ''))")
-    pieces.append(f"if({name} = {_lit(DETAILS_EVENT)}, ('output', {normalize.attr('gen_ai.output.messages', 'LogAttributes')}), ('', ''))")
+    pieces = [f"({direction}, {_as_message_list(message, role)})",
+              f"if({name} = {_lit(DETAILS_EVENT)}, ('input', {inputs}), ('', ''))",
+              f"if({name} = {_lit(DETAILS_EVENT)}, ('output', {normalize.attr('gen_ai.output.messages', 'LogAttributes')}), ('', ''))"]
     events = _lit_array(list(MESSAGE_EVENTS) + [DETAILS_EVENT])
     view = (
         f"CREATE MATERIALIZED VIEW IF NOT EXISTS {schema.name(SPAN_CONTENT_TABLE + '_mv')}{schema.on_cluster}\n"
         f"TO {schema.storage_name(SPAN_CONTENT_TABLE)}\nAS SELECT\n"
         "    Project, TraceId, SpanId, Timestamp, toUInt32(rowNumberInBlock()) AS Seq,\n"
         f"    _piece.1 AS Direction, {name} AS EventName, _piece.2 AS Content\n"
-        f"FROM (SELECT *, {EVENT_NAME} AS {name} FROM {schema.storage_name(LOGS_TABLE)}\n"
+        # Only the columns used: ARRAY JOIN copies every column of its input once per piece.
+        f"FROM (SELECT Project, TraceId, SpanId, Timestamp, Body, LogAttributes, {EVENT_NAME} AS {name}\n"
+        f"      FROM {schema.storage_name(LOGS_TABLE)}\n"
         f"      WHERE TraceId != '' AND SpanId != '' AND {name} IN {events})\n"
         f"ARRAY JOIN arrayFilter(p -> p.1 != '' AND p.2 NOT IN ('', '[]'), [{', '.join(pieces)}]) AS _piece"
     )
@@ -241,9 +248,10 @@ def _lit_array(values: list[str]) -> str:
 
 
 def _as_message_list(message: str, role: str) -> str:
-    """A one-message JSON array from a legacy event body: an object gets a role if it has none,
-    plain text becomes the content; an empty body (content capture off) gives ''."""
-    role_member = _lit(f'{{"role":"{role}"')
+    """A one-message JSON array from a legacy event body: an object gets the `role` (an
+    expression) if it has none, plain text becomes the content; an empty body (content capture
+    off) gives ''."""
+    role_member = f"concat('{{\"role\":', toJSONString({role}))"
     return (f"multiIf({message} IN ('', '{{}}'), '', startsWith({message}, '{{'), "
             f"concat('[', if(JSONHas({message}, 'role'), {message}, concat({role_member}, ',', substring({message}, 2))), ']'), "
             f"concat('[', {role_member}, ',\"content\":', toJSONString({message}), '}}]'))")
@@ -392,8 +400,9 @@ def _exemplar_columns(depth: int) -> str:
 
 
 def ingest_views(schema: Schema) -> list[str]:
-    """The logs and metrics staging views (recreated by schema migration 4)."""
-    return [_logs_staging_view(schema)] + [_metrics_view(schema, kind) for kind in METRIC_TABLES]
+    """The views of the logs and metrics ingest path that schema migration 4 rewrites."""
+    return ([_logs_staging_view(schema), span_content(schema)[-1]]
+            + [_metrics_view(schema, kind) for kind in METRIC_TABLES])
 
 
 def _metrics_view(schema: Schema, kind: str) -> str:
