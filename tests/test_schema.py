@@ -95,6 +95,21 @@ def test_retention_setting_is_applied_and_removed(store):
     assert "TTL" not in ttl()
 
 
+def test_merge_tuning_is_set_on_the_ingest_tables_only(store):
+    rows = store.query("SELECT name, extract(create_table_query, 'merge_selector_base = \\d+'), "
+                       "extract(create_table_query, 'lower_max_parts_to_merge_at_once = \\d+') "
+                       "FROM system.tables WHERE database = currentDatabase() AND engine LIKE '%MergeTree' "
+                       "ORDER BY name").result_rows
+    tuned = {name for name, base, heuristic in rows
+             if (base, heuristic) == ("merge_selector_base = 10", "lower_max_parts_to_merge_at_once = 0")}
+    assert tuned == set(Schema.INGEST_TABLES_TTL)
+    assert all(base == "" for name, base, _ in rows if name not in tuned)
+    # A server that lacks the settings gets no statement rather than an error.
+    assert store.schema.merge_tuning_statements(set()) == []
+    assert [s.split(" MODIFY SETTING ")[1] for s in store.schema.merge_tuning_statements({"merge_selector_base"})][:1] == [
+        "merge_selector_base = 10"]
+
+
 def test_migrate_dry_run_prints_cluster_sql():
     out = subprocess.run([sys.executable, "-m", "tracehouse", "migrate", "--dry-run", "--cluster", "c1",
                           "--retention-days", "14"], capture_output=True, text=True, timeout=120)

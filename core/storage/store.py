@@ -17,7 +17,7 @@ from clickhouse_connect.driver.exceptions import ClickHouseError
 
 from . import logs_metrics
 from . import prices as price_source
-from .schema import (MIGRATIONS_TABLE, PRICES_DICTIONARY, PRICES_TABLE, Schema, SchemaOptions,
+from .schema import (MERGE_TUNING, MIGRATIONS_TABLE, PRICES_DICTIONARY, PRICES_TABLE, Schema, SchemaOptions,
                      TRACES_PROTO_FILE, TRACES_PROTO_MESSAGE, TRACES_STAGING_TABLE)
 
 log = logging.getLogger(__name__)
@@ -188,6 +188,7 @@ class Store:
                          parameters={"v": migration.version, "d": migration.description})
             applied.append(migration.version)
         self._apply_retention()
+        self._apply_merge_tuning()
         return applied
 
     def _apply_retention(self) -> None:
@@ -198,6 +199,16 @@ class Store:
                 # REMOVE TTL on a table that has none is the only expected failure.
                 if "REMOVE TTL" not in statement:
                     raise StorageError(f"cannot set retention: {exc}") from exc
+
+    def _apply_merge_tuning(self) -> None:
+        rows = self.query("SELECT name FROM system.merge_tree_settings WHERE name IN {names:Array(String)}",
+                          parameters={"names": list(MERGE_TUNING)}).result_rows
+        known = {name for (name,) in rows}
+        for statement in self.schema.merge_tuning_statements(known):
+            try:
+                self.command(statement)
+            except ClickHouseError as exc:
+                raise StorageError(f"cannot tune background merges: {exc}") from exc
 
     def load_prices(self, price_file=None) -> int:
         """Replace the model price table and reload the dictionary the cost column reads."""
