@@ -38,8 +38,8 @@ class ProtobufTarget:
 TRACES = ProtobufTarget(TRACES_STAGING_TABLE, TRACES_PROTO_FILE, TRACES_PROTO_MESSAGE)
 # Log bodies are nested values (GenAI messages as maps), rendered level by level. Evaluating every
 # branch of each level's multiIf, instead of short-circuiting it, renders them 3x faster (37 →
-# 11 µs a record, bench/insert.py's GenAI events): short-circuiting filters every nested column
-# once per branch. Span attributes are mostly flat, and there it is the other way round (12 vs
+# 11 µs a record, the GenAI events of bench/ingest.py --mixed): short-circuiting filters every
+# nested column once per branch. Span attributes are mostly flat, and there it is the other way round (12 vs
 # 14.5 µs a span), so only logs turn it off. No function in the logs views can fail on values
 # that a branch would have skipped.
 LOGS = ProtobufTarget(logs_metrics.LOGS_STAGING_TABLE, logs_metrics.LOGS_PROTO_FILE, logs_metrics.LOGS_PROTO_MESSAGE,
