@@ -12,12 +12,10 @@ data size.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import os
 import statistics
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
