@@ -51,8 +51,8 @@ DATA_POINTS_REJECTED = "data points rejected: they belong to metrics without a n
 class Inspection:
     items: int       # spans, log records or data points in the request
     rejected: int    # those the ingest view will drop
+    body: bytes      # the request to store: as received, or with its strings made valid UTF-8
     reason: str = SPANS_REJECTED  # what was rejected and why, after "<rejected> of <items> "
-    body: bytes = b""  # the request to store: as received, or with its strings made valid UTF-8
 
     @property
     def error_message(self) -> str:
@@ -168,7 +168,7 @@ def inspect_traces(body: bytes) -> Inspection:
             spans = scope_spans.spans
             items += len(spans)
             rejected += sum(1 for span in spans if not _valid_ids(span))
-    return Inspection(items, rejected, body=body)
+    return Inspection(items, rejected, body)
 
 
 def _bad_log_ids(record) -> bool:
@@ -187,7 +187,7 @@ def inspect_logs(body: bytes) -> Inspection:
             records = scope_logs.log_records
             items += len(records)
             rejected += sum(1 for record in records if _bad_log_ids(record))
-    return Inspection(items, rejected, LOG_RECORDS_REJECTED, body)
+    return Inspection(items, rejected, body, LOG_RECORDS_REJECTED)
 
 
 _METRIC_KINDS = ("gauge", "sum", "histogram", "exponential_histogram", "summary")
@@ -207,7 +207,7 @@ def inspect_metrics(body: bytes) -> Inspection:
                 points = len(getattr(metric, kind).data_points) if kind in _METRIC_KINDS else 0
                 items += points
                 rejected += 0 if metric.name else points
-    return Inspection(items, rejected, DATA_POINTS_REJECTED, body)
+    return Inspection(items, rejected, body, DATA_POINTS_REJECTED)
 
 
 # -- OTLP/JSON ------------------------------------------------------------------------------

@@ -5,6 +5,8 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 from tracehouse import __version__
 from tracehouse.config import resolve
 
@@ -31,6 +33,14 @@ def test_bad_flag_value_names_flag_env_and_expectation():
     assert out.returncode == 2
     assert out.stderr == ("tracehouse: error: --grpc-port: 'abc' is not valid; expected an integer from 0 to 65535 "
                           "(flag --grpc-port, environment TRACEHOUSE_GRPC_PORT)\n")
+
+
+@pytest.mark.parametrize("value", ["0", "two", "-1"])
+def test_bad_insert_threads_are_refused(value):
+    out = run("serve", "--insert-threads", value)
+    assert out.returncode == 2
+    assert out.stderr == (f"tracehouse: error: --insert-threads: '{value}' is not valid; expected a positive integer "
+                          "(flag --insert-threads, environment TRACEHOUSE_INSERT_THREADS)\n")
 
 
 def test_bad_environment_value_names_the_variable():

@@ -446,7 +446,7 @@ class Schema:
                       self.assessments() + self.evaluation_jobs()),
             Migration(3, "logs and metrics: otel_logs, otel_metrics_*, OTLP staging, span content of "
                          "GenAI log events, evaluation events as assessments", self.logs_and_metrics()),
-            Migration(4, "ingest views: strings arrive valid UTF-8, resource attributes analysed once",
+            Migration(4, "ingest views: strings arrive valid UTF-8, cheaper to plan; span content from one JSON read",
                       self.new_queries(self._staging_view(), *logs_metrics.ingest_views(self))),
         ]
 
