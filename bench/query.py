@@ -141,6 +141,9 @@ def main() -> int:
             start_time=day_ago, end_time=now_ms, max_results=100, return_type="arrow"),
         "full text (trace.text)": lambda: client.search_traces(
             projects=["support_bot"], filter_string="trace.text ILIKE '%refund%'", max_results=100, return_type="arrow"),
+        "full text + 24h": lambda: client.search_traces(
+            projects=["support_bot"], filter_string="trace.text ILIKE '%refund%'", start_time=day_ago, end_time=now_ms,
+            max_results=100, return_type="arrow"),
         "trace by id": lambda: client.get_trace(some_trace),
         "aggregates 24h by model": lambda: client.aggregates(
             level="spans", group_by=["model"], filter_string="span.type = 'LLM'", start_time=day_ago, end_time=now_ms,

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from tracehouse.storage.store import Store
 
 from . import filters, metrics
-from .traces import QueryError, project_scope, time_range
+from .traces import QueryError, project_scope, readable_projects, time_range
 
 SPAN_GROUPS = {
     "model": "if(s.ResponseModel != '', s.ResponseModel, s.RequestModel)",
@@ -69,8 +69,12 @@ def aggregate_sql(query: AggregateQuery, allowed_projects: list[str] | None) -> 
     where = [project_scope(params, m["project"], query.projects, allowed_projects)]
     where += time_range(params, m["time"], query.start_ms, query.end_ms)
     if query.filter_string and query.filter_string.strip():
-        compile_filter = filters.compile_span_filter if spans else filters.compile_trace_filter
-        where.append(f"({compile_filter(filters.parse(query.filter_string), params)})")
+        expr = filters.parse(query.filter_string)
+        if spans:
+            where.append(f"({filters.compile_span_filter(expr, params)})")
+        else:
+            scope = filters.Scope(params, readable_projects(query.projects, allowed_projects), query.start_ms)
+            where.append(f"({filters.compile_trace_filter(expr, params, scope)})")
     columns = [
         "count() AS count",
         f"countIf({m['error']}) AS errors",

@@ -384,9 +384,44 @@ class ParamCounter:
         return f"{{{name}:{type_}}}"
 
 
-def compile_trace_filter(expr: Expr, params: ParamCounter) -> str:
-    """A boolean over `tracehouse_traces AS t FINAL`."""
-    return _compile(expr, params, "trace")
+class Scope:
+    """What every record of every trace an outer trace search can return satisfies, for the
+    subqueries its conditions run over spans, log records and logged content.
+
+    Those subqueries ("some span of the trace mentions ssl") would otherwise read the whole
+    table; scoped, they read only the searched projects' records, and spans only from the
+    searched start on (no span of a trace starts before the trace). Which traces match is
+    unchanged, NOT included: a trace in the outer scope has all its records in this one.
+    Log records get the project only, since their clocks may run apart from the spans'.
+    Parameters are bound on first use, so an unscoped or span-free filter binds nothing.
+    """
+
+    def __init__(self, params: ParamCounter, projects: list[str] | None = None, start_ms: int | None = None):
+        self._params, self._projects, self._start_ms = params, projects, start_ms
+        self._bound: dict[str, str] = {}
+
+    def _bind(self, name: str, value, type_: str) -> str:
+        if name not in self._bound:
+            self._bound[name] = self._params.bind(value, type_)
+        return self._bound[name]
+
+    def records(self) -> str:
+        """`… AND ` conditions for log records and logged content (or '')."""
+        if self._projects is None:
+            return ""
+        return f"Project IN {self._bind('projects', list(self._projects), 'Array(String)')} AND "
+
+    def spans(self) -> str:
+        """`… AND ` conditions for spans (or '')."""
+        if self._start_ms is None:
+            return self.records()
+        start = self._bind("start", int(self._start_ms), "Int64")
+        return f"{self.records()}Timestamp >= fromUnixTimestamp64Milli({start}) AND "
+
+
+def compile_trace_filter(expr: Expr, params: ParamCounter, scope: Scope | None = None) -> str:
+    """A boolean over `tracehouse_traces AS t FINAL`; `scope` narrows its span subqueries."""
+    return _compile(expr, params, "trace", scope or Scope(params))
 
 
 def compile_span_filter(expr: Expr, params: ParamCounter) -> str:
@@ -404,17 +439,18 @@ def compile_metric_filter(expr: Expr, params: ParamCounter) -> str:
     return _compile(expr, params, "metric")
 
 
-def _compile(expr: Expr, params: ParamCounter, target: str) -> str:
+def _compile(expr: Expr, params: ParamCounter, target: str, scope: Scope | None = None) -> str:
+    scope = scope or Scope(params)
     if isinstance(expr, And):
-        return "(" + " AND ".join(_compile(e, params, target) for e in expr.items) + ")"
+        return "(" + " AND ".join(_compile(e, params, target, scope) for e in expr.items) + ")"
     if isinstance(expr, Or):
-        return "(" + " OR ".join(_compile(e, params, target) for e in expr.items) + ")"
+        return "(" + " OR ".join(_compile(e, params, target, scope) for e in expr.items) + ")"
     if isinstance(expr, Not):
-        return f"NOT ({_compile(expr.item, params, target)})"
-    return _place(expr, params, target)
+        return f"NOT ({_compile(expr.item, params, target, scope)})"
+    return _place(expr, params, target, scope)
 
 
-def _place(cmp: Comparison, params: ParamCounter, target: str) -> str:
+def _place(cmp: Comparison, params: ParamCounter, target: str, scope: Scope) -> str:
     """Put one comparison where its data lives, relative to the table being searched."""
     spec = FIELDS[cmp.field]
     if target in _RECORD_ALIASES:
@@ -424,7 +460,7 @@ def _place(cmp: Comparison, params: ParamCounter, target: str) -> str:
         cond = _field_condition(spec, cmp, params, "")
         if target == "span":
             return f"(s.TraceId, s.SpanId) IN (SELECT TraceId, SpanId FROM otel_logs WHERE {cond})"
-        return f"t.TraceId IN (SELECT TraceId FROM otel_logs WHERE TraceId != '' AND {cond})"
+        return f"t.TraceId IN (SELECT TraceId FROM otel_logs WHERE {scope.records()}TraceId != '' AND {cond})"
     if spec.scope == "metric":
         raise FilterError(f"{_label(cmp)} at column {cmp.column} applies to metrics queries only", cmp.column)
     if spec.scope == "assessment":
@@ -435,13 +471,15 @@ def _place(cmp: Comparison, params: ParamCounter, target: str) -> str:
         return (f"{alias}TraceId IN (SELECT TraceId FROM tracehouse_assessments_latest "
                 f"WHERE Kind = {kind} AND Name = {name} AND Error = '' AND {cond})")
     if spec.scope == "trace_spans":
-        return f"{alias}TraceId IN (SELECT TraceId FROM otel_traces WHERE {_field_condition(spec, cmp, params, '')})"
+        return (f"{alias}TraceId IN (SELECT TraceId FROM otel_traces "
+                f"WHERE {scope.spans()}{_field_condition(spec, cmp, params, '', scope)})")
     if spec.scope == target:
         return _field_condition(spec, cmp, params, alias)
     if target == "span" and spec.span_sql:
         return _field_condition(Field("span", spec.span_sql, spec.kind), cmp, params, alias)
     if spec.scope == "span":  # searching traces
-        return f"t.TraceId IN (SELECT TraceId FROM otel_traces WHERE {_field_condition(spec, cmp, params, '')})"
+        return (f"t.TraceId IN (SELECT TraceId FROM otel_traces "
+                f"WHERE {scope.spans()}{_field_condition(spec, cmp, params, '', scope)})")
     return f"s.TraceId IN (SELECT TraceId FROM tracehouse_traces FINAL WHERE {_field_condition(spec, cmp, params, '')})"
 
 
@@ -465,13 +503,15 @@ def _record_condition(spec: Field, cmp: Comparison, params: ParamCounter, target
                       f"{', '.join(usable)}, resource.<key> or trace.project", cmp.column)
 
 
-def _field_condition(spec: Field, cmp: Comparison, params: ParamCounter, prefix: str) -> str:
+def _field_condition(spec: Field, cmp: Comparison, params: ParamCounter, prefix: str,
+                     scope: Scope | None = None) -> str:
     if spec.kind == FULLTEXT:
         pattern = params.bind(cmp.value, "String")
         own = [_match(f"{prefix}{c}", cmp.op, pattern) for c in ("Inputs", "Outputs")]
         # Content that came in GenAI log events (query/span_content.py) counts as the span's own.
+        records = scope.records() if scope else ""
         logged = (f"({prefix}TraceId, {prefix}SpanId) IN (SELECT TraceId, SpanId FROM tracehouse_span_content "
-                  f"WHERE {_match('Content', cmp.op, pattern)})")
+                  f"WHERE {records}{_match('Content', cmp.op, pattern)})")
         return "(" + " OR ".join(own + [logged]) + ")"
     sql = spec.sql.replace("{c}", prefix)
     if spec.kind == MAP:

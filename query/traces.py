@@ -89,13 +89,19 @@ class TraceQuery:
     page_token: str | None = None
 
 
-def project_scope(params, column: str, requested: list[str] | None, allowed: list[str] | None) -> str:
+def readable_projects(requested: list[str] | None, allowed: list[str] | None) -> list[str] | None:
     """The requested projects narrowed to what the caller's key may read (never widened);
-    asking only for projects the key may not read gives nothing."""
+    asking only for projects the key may not read gives nothing. None: every project."""
     projects = requested
     if allowed is not None:
         projects = [p for p in (projects or allowed) if p in allowed] or ["\0none"]
-    return f"{column} IN {params.bind(list(projects), 'Array(String)')}" if projects else "1"
+    return list(projects) if projects else None
+
+
+def project_scope(params, column: str, requested: list[str] | None, allowed: list[str] | None) -> str:
+    """`column` kept to readable_projects (or '1' for all)."""
+    projects = readable_projects(requested, allowed)
+    return f"{column} IN {params.bind(projects, 'Array(String)')}" if projects else "1"
 
 
 def _order_clause(order_by: list[str] | None) -> str:
@@ -165,7 +171,8 @@ def search(store: Store, query: TraceQuery, allowed_projects: list[str] | None):
     prewhere = project_scope(params, "t.Project", query.projects, allowed_projects)
     where = ["1", *time_range(params, "t.Start", query.start_ms, query.end_ms)]
     if query.filter_string and query.filter_string.strip():
-        where.append(f"({filters.compile_trace_filter(filters.parse(query.filter_string), params)})")
+        scope = filters.Scope(params, readable_projects(query.projects, allowed_projects), query.start_ms)
+        where.append(f"({filters.compile_trace_filter(filters.parse(query.filter_string), params, scope)})")
     sql = (f"SELECT {SUMMARY_COLUMNS}\nFROM tracehouse_traces AS t FINAL\nPREWHERE {prewhere}\n"
            f"WHERE {' AND '.join(where)}\nORDER BY {_order_clause(query.order_by)}")
     table, next_token = fetch_page(store, sql, params, query)

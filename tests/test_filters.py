@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tracehouse.query.filters import (And, Comparison, FIELDS, FilterError, Not, Or, ParamCounter,
+from tracehouse.query.filters import (And, Comparison, FIELDS, FilterError, Not, Or, ParamCounter, Scope,
                                       compile_log_filter, compile_metric_filter, compile_span_filter, compile_trace_filter,
                                       parse, trace_status)
 
@@ -78,11 +78,15 @@ def traces(store):
     return store
 
 
-def find(store, text: str) -> list[str]:
+def find(store, text: str, start_ms: int | None = None, scoped: bool = False) -> list[str]:
+    """Traces of PROJECT matching `text` (and starting at start_ms or later); `scoped` narrows
+    the filter's subqueries as traces.search does."""
     params = ParamCounter()
-    where = compile_trace_filter(parse(text), params)
+    scope = Scope(params, [PROJECT], start_ms) if scoped else None
+    where = compile_trace_filter(parse(text), params, scope)
+    start = f"t.Start >= fromUnixTimestamp64Milli({start_ms}) AND " if start_ms is not None else ""
     rows = store.query(f"SELECT t.TraceId FROM tracehouse_traces AS t FINAL WHERE t.Project = '{PROJECT}' "
-                       f"AND ({where}) ORDER BY t.TraceId", parameters=params.values).result_rows
+                       f"AND {start}({where}) ORDER BY t.TraceId", parameters=params.values).result_rows
     return [r[0] for r in rows]
 
 
@@ -328,6 +332,35 @@ SEARCHES = [
 @pytest.mark.parametrize("text, expected", SEARCHES, ids=[t for t, _ in SEARCHES])
 def test_trace_search_finds_the_right_traces(traces, text, expected):
     assert find(traces, text) == expected
+    # Scoping the subqueries to the searched project and start never changes the answer.
+    assert find(traces, text, start_ms=T0, scoped=True) == expected
+    later = [t for t in expected if t not in (A, B)]  # A and B start before T0 + 2000
+    assert find(traces, text, start_ms=T0 + 2000, scoped=True) == find(traces, text, start_ms=T0 + 2000) == later
+
+
+def test_scoped_subqueries_carry_project_and_start():
+    params = ParamCounter()
+    sql = compile_trace_filter(parse("trace.text ILIKE '%ssl%' AND NOT log.body = 'x'"), params,
+                               Scope(params, ["p"], 5))
+    assert sql == (
+        "(t.TraceId IN (SELECT TraceId FROM otel_traces WHERE Project IN {p1:Array(String)} AND "
+        "Timestamp >= fromUnixTimestamp64Milli({p0:Int64}) AND (ilike(Inputs, {p2:String}) OR ilike(Outputs, {p2:String}) "
+        "OR (TraceId, SpanId) IN (SELECT TraceId, SpanId FROM tracehouse_span_content WHERE Project IN {p1:Array(String)} "
+        "AND ilike(Content, {p2:String})))) AND NOT (t.TraceId IN (SELECT TraceId FROM otel_logs WHERE "
+        "Project IN {p1:Array(String)} AND TraceId != '' AND Body = {p3:String})))")
+    assert params.values == {"p0": 5, "p1": ["p"], "p2": "%ssl%", "p3": "x"}
+    # Nothing to scope: nothing bound.
+    params = ParamCounter()
+    assert compile_trace_filter(parse("tags.a = 'b'"), params, Scope(params, ["p"], 5)).count("{p") == 3
+    assert params.values == {"p0": "a", "p1": "b"}
+
+
+def test_a_scope_of_another_project_hides_this_projects_spans(traces):
+    params = ParamCounter()
+    where = compile_trace_filter(parse("span.name = 'chat gpt-4o'"), params, Scope(params, ["other"], None))
+    assert traces.query(f"SELECT count() FROM tracehouse_traces AS t FINAL WHERE {where}",
+                        parameters=params.values).result_rows == [(0,)]
+    assert find(traces, "span.name = 'chat gpt-4o'") == [A]
 
 
 def test_span_search(traces):
