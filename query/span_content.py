@@ -1,17 +1,18 @@
 """GenAI content that arrived in log events, read as the content of its span (issue #6).
 
 Instrumentations such as the official openai-v2 put prompts and completions in log records
-correlated to the span by trace and span id, not on the span. A view files each such event in
-`tracehouse_span_content` as a JSON message list (storage/logs_metrics.py); here those lists
-are merged per span, in event order, and stand in for the span's normalized `Inputs` /
-`Outputs` wherever the span has none of its own. Read-time, on the spans or trace rows a
-request already has in hand, so no trace read pays for it unless it shows content.
+correlated to the span by trace and span id, not on the span. The view `tracehouse_span_content`
+renders each such event of `otel_logs` as a JSON message list (storage/logs_metrics.py); here
+those lists are merged per span, in event order, and stand in for the span's normalized
+`Inputs` / `Outputs` wherever the span has none of its own. Read-time, on the spans or trace
+rows a request already has in hand, so no trace read pays for it unless it shows content.
 """
 from __future__ import annotations
 
 
 import pyarrow as pa
 
+from tracehouse.storage.logs_metrics import CONTENT_EVENTS, EVENT_NAME
 from tracehouse.storage.schema import PREVIEW_CHARS
 from tracehouse.storage.store import Store
 
@@ -26,6 +27,12 @@ def logged_content(store: Store, trace_ids: list[str], projects: list[str] | Non
     where = [f"TraceId IN {params.bind(list(trace_ids), 'Array(String)')}"]
     if projects is not None:
         where.append(f"Project IN {params.bind(list(projects), 'Array(String)')}")
+    # Most traces have no GenAI content events, and finding that out in otel_logs costs a few
+    # milliseconds; the view renders content as it reads, and planning that alone costs ~20.
+    probe = (f"SELECT 1 FROM otel_logs WHERE {' AND '.join(where)} AND SpanId != '' "
+             f"AND {EVENT_NAME} IN {params.bind(CONTENT_EVENTS, 'Array(String)')} LIMIT 1")
+    if not store.query(probe, parameters=params.values).result_rows:
+        return {}
     # Each row is a JSON array; the span's list is their elements, in event order. The rows come
     # in that order and are joined here: a GROUP BY costs several milliseconds even when nothing
     # matches, which is what most traces (and every trace read) find.

@@ -117,26 +117,35 @@ def test_assessments_show_on_the_traces_that_have_them_and_only_there(query_api,
 
 
 def test_logged_content_joins_a_spans_events_in_order(store):
+    """Events in timestamp order; events with the same timestamp in the order they arrived."""
     from tracehouse.query.span_content import logged_content
     trace_id, span, other = uuid.uuid4().hex, uuid.uuid4().hex[:16], uuid.uuid4().hex[:16]
     at = datetime.datetime(2025, 1, 2, 3, 4, 5)
-    rows = [  # (span, seconds, seq, direction, content), stored out of order
-        (span, 2, 0, "input", '[{"role":"user","content":"second"}]'),
-        (span, 1, 1, "input", '[{"role":"user","content":"first b"}]'),
-        (span, 1, 0, "input", '[{"role":"system","content":"first a"}]'),
-        (span, 3, 0, "input", "[]"),
-        (other, 1, 0, "output", "[]"),
+    rows = [  # (span, seconds, event, body), stored out of timestamp order
+        (span, 2, "gen_ai.user.message", '{"content":"second"}'),
+        (span, 1, "gen_ai.system.message", '{"content":"first a"}'),
+        (span, 1, "gen_ai.user.message", '{"content":"first b"}'),
+        (span, 3, "gen_ai.user.message", "{}"),  # content capture off: no message
+        (other, 1, "gen_ai.choice", '{"index":0,"finish_reason":"stop"}'),  # no message: the body stands in
+        (span, 4, "gen_ai.choice", '{"index":0,"message":{"role":"assistant","content":"done"}}'),
     ]
-    store.client.insert("tracehouse_span_content", [
-        ("content_test", trace_id, s, at + datetime.timedelta(seconds=sec), seq, d, "gen_ai.user.message", c)
-        for s, sec, seq, d, c in rows],
-        column_names=["Project", "TraceId", "SpanId", "Timestamp", "Seq", "Direction", "EventName", "Content"])
+    store.client.insert("otel_logs", [
+        ("content_test", trace_id, s, at + datetime.timedelta(seconds=sec), event, body)
+        for s, sec, event, body in rows],
+        column_names=["Project", "TraceId", "SpanId", "Timestamp", "EventName", "Body"])
     assert logged_content(store, [trace_id], None) == {
         (trace_id, span): {"inputs": '[{"role":"system","content":"first a"},{"role":"user","content":"first b"},'
-                                     '{"role":"user","content":"second"}]', "outputs": ""},
-        (trace_id, other): {"inputs": "", "outputs": "[]"},
+                                     '{"role":"user","content":"second"}]',
+                           "outputs": '[{"role":"assistant","content":"done"}]'},
+        (trace_id, other): {"inputs": "", "outputs": '[{"role":"assistant","index":0,"finish_reason":"stop"}]'},
     }
     assert logged_content(store, [trace_id], ["another_project"]) == {}
+    quiet = uuid.uuid4().hex  # a trace with log records, none of them GenAI content
+    store.client.insert("otel_logs", [("content_test", quiet, span, at, "", "plain log line"),
+                                      ("content_test", quiet, span, at, "gen_ai.evaluation.result", "")],
+                        column_names=["Project", "TraceId", "SpanId", "Timestamp", "EventName", "Body"])
+    assert logged_content(store, [quiet], None) == {}
+    assert logged_content(store, [quiet, trace_id], None) == logged_content(store, [trace_id], None)
 
 
 def test_sql_returns_arrow(query_api, dataset):

@@ -33,7 +33,7 @@ def test_every_statement_is_valid_clickhouse_sql(store, options):
     assert len(statements) >= 12
     for statement in statements:
         formatted = store.command("SELECT formatQuery({sql:String})", parameters={"sql": statement})
-        assert formatted.split()[0] in ("CREATE", "ALTER")
+        assert formatted.split()[0] in ("CREATE", "ALTER", "DROP")
         if options.cluster:
             assert "ON CLUSTER prod_cluster" in formatted
     if options.cluster:
@@ -118,3 +118,41 @@ def test_migrate_dry_run_prints_cluster_sql():
     assert out.stdout.count("ON CLUSTER `c1`") >= 12
     assert "toIntervalDay(14)" in out.stdout
     assert "CREATE TABLE IF NOT EXISTS `default`.`otel_traces_local` ON CLUSTER `c1`" in out.stdout
+
+
+def test_migration_5_turns_the_span_content_table_into_a_view_of_the_logs(store):
+    """A data dir made before migration 5 copied span content at ingest; after it, the content
+    (old events' included) is computed from otel_logs, and nothing copies it any more."""
+    schema = Schema(SchemaOptions(database="before_migration_5"))
+    store.command("CREATE DATABASE IF NOT EXISTS before_migration_5")
+    migrations = {m.version: m for m in schema.migrations()}
+    for version in (1, 2, 3, 4):
+        for statement in migrations[version].statements:
+            store.command(statement)
+
+    def content():
+        return store.query("SELECT SpanId, Direction, Content FROM before_migration_5.tracehouse_span_content "
+                           "ORDER BY Timestamp").result_rows
+
+    def log(span_id: str, second: int, text: str):
+        store.command("INSERT INTO before_migration_5.otel_logs (Project, TraceId, SpanId, Timestamp, EventName, Body) "
+                      "VALUES ('p', 'a1', {s:String}, toDateTime64('2026-01-01 00:00:00', 9) + {n:UInt32}, "
+                      "'gen_ai.user.message', {b:String})", parameters={"s": span_id, "n": second, "b": text})
+
+    def kinds():
+        return store.query("SELECT name, engine FROM system.tables WHERE database = 'before_migration_5' "
+                           "AND name LIKE 'tracehouse_span_content%' ORDER BY name").result_rows
+
+    log("b1", 1, '{"content":"old"}')
+    assert kinds() == [("tracehouse_span_content", "MergeTree"), ("tracehouse_span_content_mv", "MaterializedView")]
+    assert content() == [("b1", "input", '[{"role":"user","content":"old"}]')]
+    for statement in migrations[5].statements:
+        store.command(statement)
+    assert kinds() == [("tracehouse_span_content", "View")]
+    log("b2", 2, "new")
+    assert content() == [("b1", "input", '[{"role":"user","content":"old"}]'),
+                         ("b2", "input", '[{"role":"user","content":"new"}]')]
+    for statement in migrations[5].statements:  # applied twice (a retried start): same end
+        store.command(statement)
+    assert kinds() == [("tracehouse_span_content", "View")]
+    store.command("DROP DATABASE before_migration_5 SYNC")

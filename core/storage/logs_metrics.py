@@ -7,12 +7,12 @@ format, and materialized views explode them into rows of the OTel Collector clic
 tables (`otel_logs`, `otel_metrics_{gauge,sum,histogram,exponential_histogram,summary}`: column
 names, types and value spellings as the exporter writes them, plus our `Project`).
 
-Two more views read `otel_logs`, so that an exporter writing into it directly gets them too:
-  * GenAI content events correlated to a span (`gen_ai.user.message`, …, `gen_ai.choice`,
-    `gen_ai.client.inference.operation.details`) become rows of `tracehouse_span_content`, a
-    JSON message list per event keyed by (TraceId, SpanId): the query service reads it where a
-    span has no content of its own (query/span_content.py);
-  * `gen_ai.evaluation.result` events become assessments.
+Two views read `otel_logs`, so that an exporter writing into it directly gets them too:
+  * `tracehouse_span_content`, a plain view: GenAI content events correlated to a span
+    (`gen_ai.user.message`, …, `gen_ai.choice`, `gen_ai.client.inference.operation.details`)
+    as a JSON message list per event keyed by (TraceId, SpanId), computed when read: the query
+    service reads it where a span has no content of its own (query/span_content.py);
+  * a materialized view turns `gen_ai.evaluation.result` events into assessments at ingest.
 """
 from __future__ import annotations
 
@@ -48,8 +48,7 @@ LOGS_ARRAY_DEPTH = 4  # arrays unrolled above level 4 only: see the .proto
 METRICS_ANY_VALUE_DEPTH = 2  # see the .proto
 
 # table → the expression its retention TTL is counted from
-TTL_COLUMNS = {LOGS_TABLE: "TimestampTime", SPAN_CONTENT_TABLE: "toDateTime(Timestamp)",
-               **{table: "toDateTime(TimeUnix)" for table in METRIC_TABLES.values()}}
+TTL_COLUMNS = {LOGS_TABLE: "TimestampTime", **{table: "toDateTime(TimeUnix)" for table in METRIC_TABLES.values()}}
 
 # GenAI log events whose content belongs to their span: event name → (direction, role).
 MESSAGE_EVENTS = {
@@ -58,6 +57,7 @@ MESSAGE_EVENTS = {
     "gen_ai.choice": ("output", "assistant"),
 }
 DETAILS_EVENT = "gen_ai.client.inference.operation.details"
+CONTENT_EVENTS = [*MESSAGE_EVENTS, DETAILS_EVENT]  # the events whose content is their span's
 EVALUATION_EVENT = "gen_ai.evaluation.result"
 # Attributes of an evaluation event that become assessment columns (the rest goes to Metadata).
 SOURCE_TYPE_ATTRIBUTE = "tracehouse.assessment.source_type"
@@ -74,7 +74,7 @@ EVENT_NAME = "if(EventName != '', EventName, LogAttributes['event.name'])"
 
 def statements(schema: Schema) -> list[str]:
     """Everything migration 3 creates, in dependency order."""
-    return (logs_table(schema) + span_content(schema) + log_assessments_view(schema) + logs_staging(schema)
+    return (logs_table(schema) + span_content_table_v3(schema) + log_assessments_view(schema) + logs_staging(schema)
             + metrics_tables(schema) + metrics_staging(schema))
 
 
@@ -198,25 +198,19 @@ def _logs_staging_view(schema: Schema) -> str:
 
 # -- GenAI content of log events, by span ---------------------------------------------------
 
-def span_content(schema: Schema) -> list[str]:
-    """One row per GenAI content event of a span: `Content` is a JSON array of messages.
+def _span_content_select(source: str, inner_seq: str, seq: str) -> str:
+    """The columns and FROM of span content: one row per GenAI content event of a span, whose
+    `Content` is a JSON array of messages.
 
     Messages of the legacy events become `{"role": …, "content": …}` objects (the body's own
     fields kept), `gen_ai.choice` contributes its `message`, and the operation-details event
     its `gen_ai.input.messages` (system instructions first) and `gen_ai.output.messages`.
+    `source` is the logs table read; `inner_seq` (an expression over it, or '') and `seq` give
+    `Seq`, the order of events with the same timestamp.
     """
-    columns = ",\n".join(f"    {c}" for c in (
-        "Project LowCardinality(String)", "TraceId String", "SpanId String", "Timestamp DateTime64(9)",
-        "Seq UInt32",  # order of events with the same timestamp within one insert
-        "Direction LowCardinality(String)",  # input | output
-        "EventName LowCardinality(String)", "Content String CODEC(ZSTD(3))",
-    ))
-    clauses = ("PARTITION BY toYYYYMM(Timestamp)\nORDER BY (TraceId, SpanId, Timestamp, Seq)\n"
-               + schema._ttl("toDateTime(Timestamp)") + schema._settings())
     name = "_event"
     # One piece per legacy message event, two per details event; written so that each costs
-    # one JSON read of the body even when every branch is evaluated (logs inserts do not
-    # short-circuit: store.LOGS).
+    # one JSON read of the body even when every branch is evaluated.
     legacy = _lit_array(list(MESSAGE_EVENTS))
     direction = f"transform({name}, {legacy}, {_lit_array([d for d, _ in MESSAGE_EVENTS.values()])}, '')"
     role = f"transform({name}, {legacy}, {_lit_array([r for _, r in MESSAGE_EVENTS.values()])}, '')"
@@ -227,20 +221,58 @@ def span_content(schema: Schema) -> list[str]:
     pieces = [f"({direction}, {_as_message_list(message, role)})",
               f"if({name} = {_lit(DETAILS_EVENT)}, ('input', {inputs}), ('', ''))",
               f"if({name} = {_lit(DETAILS_EVENT)}, ('output', {normalize.attr('gen_ai.output.messages', 'LogAttributes')}), ('', ''))"]
-    events = _lit_array(list(MESSAGE_EVENTS) + [DETAILS_EVENT])
-    view = (
-        f"CREATE MATERIALIZED VIEW IF NOT EXISTS {schema.name(SPAN_CONTENT_TABLE + '_mv')}{schema.on_cluster}\n"
-        f"TO {schema.storage_name(SPAN_CONTENT_TABLE)}\nAS SELECT\n"
-        "    Project, TraceId, SpanId, Timestamp, toUInt32(rowNumberInBlock()) AS Seq,\n"
+    events = _lit_array(CONTENT_EVENTS)
+    inner_seq = f", {inner_seq} AS _seq" if inner_seq else ""
+    return (
+        f"    Project, TraceId, SpanId, Timestamp, {seq} AS Seq,\n"
         f"    _piece.1 AS Direction, {name} AS EventName, _piece.2 AS Content\n"
         # Only the columns used: ARRAY JOIN copies every column of its input once per piece.
-        f"FROM (SELECT Project, TraceId, SpanId, Timestamp, Body, LogAttributes, {EVENT_NAME} AS {name}\n"
-        f"      FROM {schema.storage_name(LOGS_TABLE)}\n"
+        f"FROM (SELECT Project, TraceId, SpanId, Timestamp, Body, LogAttributes, {EVENT_NAME} AS {name}{inner_seq}\n"
+        f"      FROM {source}\n"
         f"      WHERE TraceId != '' AND SpanId != '' AND {name} IN {events})\n"
         f"ARRAY JOIN arrayFilter(p -> p.1 != '' AND p.2 NOT IN ('', '[]'), [{', '.join(pieces)}]) AS _piece"
     )
+
+
+def span_content(schema: Schema) -> list[str]:
+    """`tracehouse_span_content`: the span content of GenAI log events, computed from `otel_logs`
+    when read (migration 5). query/span_content.py reads it by trace id, which the logs table's
+    trace id index serves; full-text filters scan it within the searched projects.
+
+    Ingest used to copy it into a table of its own (span_content_table_v3): a second write of
+    nearly every byte of a GenAI log, a sixth of the logs insert cost, for content read rarely.
+    `Seq` is the row's place in its part, where same-timestamp records keep their arrival order.
+    """
+    return [f"CREATE VIEW IF NOT EXISTS {schema.name(SPAN_CONTENT_TABLE)}{schema.on_cluster} AS SELECT\n"
+            + _span_content_select(schema.name(LOGS_TABLE), "_part_offset", "_seq")]
+
+
+def span_content_table_v3(schema: Schema) -> list[str]:
+    """The span content table and the view that filled it at ingest, as migrations 3 and 4 made
+    them; migration 5 drops both (span_content_replacement)."""
+    columns = ",\n".join(f"    {c}" for c in (
+        "Project LowCardinality(String)", "TraceId String", "SpanId String", "Timestamp DateTime64(9)",
+        "Seq UInt32",  # order of events with the same timestamp within one insert
+        "Direction LowCardinality(String)",  # input | output
+        "EventName LowCardinality(String)", "Content String CODEC(ZSTD(3))",
+    ))
+    clauses = ("PARTITION BY toYYYYMM(Timestamp)\nORDER BY (TraceId, SpanId, Timestamp, Seq)\n"
+               + schema._ttl("toDateTime(Timestamp)") + schema._settings())
+    view = (
+        f"CREATE MATERIALIZED VIEW IF NOT EXISTS {schema.name(SPAN_CONTENT_TABLE + '_mv')}{schema.on_cluster}\n"
+        f"TO {schema.storage_name(SPAN_CONTENT_TABLE)}\nAS SELECT\n"
+        + _span_content_select(schema.storage_name(LOGS_TABLE), "", "toUInt32(rowNumberInBlock())")
+    )
     return schema._table(SPAN_CONTENT_TABLE, columns, schema._engine("MergeTree"), clauses,
                          sharding_key="cityHash64(TraceId)") + [view]
+
+
+def span_content_replacement(schema: Schema) -> list[str]:
+    """Migration 5: the span content table and its ingest view give way to the plain view."""
+    tables = dict.fromkeys([schema.name(SPAN_CONTENT_TABLE), schema.storage_name(SPAN_CONTENT_TABLE)])
+    return ([f"DROP VIEW IF EXISTS {schema.name(SPAN_CONTENT_TABLE + '_mv')}{schema.on_cluster} SYNC"]
+            + [f"DROP TABLE IF EXISTS {table}{schema.on_cluster} SYNC" for table in tables]
+            + span_content(schema))
 
 
 def _lit_array(values: list[str]) -> str:
@@ -401,7 +433,7 @@ def _exemplar_columns(depth: int) -> str:
 
 def ingest_views(schema: Schema) -> list[str]:
     """The views of the logs and metrics ingest path that schema migration 4 rewrites."""
-    return ([_logs_staging_view(schema), span_content(schema)[-1]]
+    return ([_logs_staging_view(schema), span_content_table_v3(schema)[-1]]
             + [_metrics_view(schema, kind) for kind in METRIC_TABLES])
 
 

@@ -448,6 +448,8 @@ class Schema:
                          "GenAI log events, evaluation events as assessments", self.logs_and_metrics()),
             Migration(4, "ingest views: strings arrive valid UTF-8, cheaper to plan; span content from one JSON read",
                       self.new_queries(self._staging_view(), *logs_metrics.ingest_views(self))),
+            Migration(5, "span content of GenAI log events read through a view of otel_logs, no longer copied at ingest",
+                      logs_metrics.span_content_replacement(self)),
         ]
 
     def new_queries(self, *views: str) -> list[str]:
