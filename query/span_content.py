@@ -55,9 +55,9 @@ ORDER BY TraceId, SpanId, Timestamp, Seq, Content"""
 def fill_spans(store: Store, rows: list[dict], projects: list[str] | None) -> None:
     """Give span rows (trace_id or the given one, span_id, inputs, outputs as stored text) the
     content of their log events where they have none of their own."""
-    trace_ids = sorted({row["trace_id"] for row in rows})
-    content = logged_content(store, trace_ids, projects)
-    for row in rows:
+    wanting = [row for row in rows if not (row["inputs"] and row["outputs"])]
+    content = logged_content(store, sorted({row["trace_id"] for row in wanting}), projects)
+    for row in wanting:
         logged = content.get((row["trace_id"], row["span_id"]))
         if logged:
             for key in ("inputs", "outputs"):
