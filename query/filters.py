@@ -421,7 +421,7 @@ class Scope:
 
 def compile_trace_filter(expr: Expr, params: ParamCounter, scope: Scope | None = None) -> str:
     """A boolean over `tracehouse_traces AS t FINAL`; `scope` narrows its span subqueries."""
-    return _compile(expr, params, "trace", scope or Scope(params))
+    return _compile(expr, params, "trace", scope)
 
 
 def compile_span_filter(expr: Expr, params: ParamCounter) -> str:

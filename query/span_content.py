@@ -5,7 +5,8 @@ correlated to the span by trace and span id, not on the span. The view `tracehou
 renders each such event of `otel_logs` as a JSON message list (storage/logs_metrics.py); here
 those lists are merged per span, in event order, and stand in for the span's normalized
 `Inputs` / `Outputs` wherever the span has none of its own. Read-time, on the spans or trace
-rows a request already has in hand, so no trace read pays for it unless it shows content.
+rows a request already has in hand: a read whose spans lack content pays a short probe of
+`otel_logs`, and the rendering only when there is content to show.
 """
 from __future__ import annotations
 
