@@ -41,6 +41,12 @@ def test_every_statement_is_valid_clickhouse_sql(store, options):
         assert "ReplicatedMergeTree" in text and "ReplicatedAggregatingMergeTree" in text
         assert "Distributed(`prod_cluster`, `observability`, `otel_traces_local`, cityHash64(TraceId))" in text
         assert "`observability`.`otel_traces_local`" in text
+        # Span content: a view per shard over its own logs, read through a Distributed table.
+        assert ("CREATE VIEW IF NOT EXISTS `observability`.`tracehouse_span_content_local` ON CLUSTER `prod_cluster` "
+                "AS SELECT") in text
+        assert "FROM `observability`.`otel_logs_local`" in text.split("tracehouse_span_content_local` ON CLUSTER")[-1]
+        assert ("Distributed(`prod_cluster`, `observability`, `tracehouse_span_content_local`, cityHash64(TraceId))"
+                in text)
 
 
 def test_otel_traces_keeps_the_exporter_columns(store):

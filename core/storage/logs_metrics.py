@@ -243,8 +243,11 @@ def span_content(schema: Schema) -> list[str]:
     nearly every byte of a GenAI log, a sixth of the logs insert cost, for content read rarely.
     `Seq` is the row's place in its part, where same-timestamp records keep their arrival order.
     """
-    return [f"CREATE VIEW IF NOT EXISTS {schema.name(SPAN_CONTENT_TABLE)}{schema.on_cluster} AS SELECT\n"
-            + _span_content_select(schema.name(LOGS_TABLE), "_part_offset", "_seq")]
+    # On a cluster each shard's view reads its own logs (`_part_offset` does not pass through a
+    # Distributed table), and a Distributed table over the views reads them all.
+    view = (f"CREATE VIEW IF NOT EXISTS {schema.storage_name(SPAN_CONTENT_TABLE)}{schema.on_cluster} AS SELECT\n"
+            + _span_content_select(schema.storage_name(LOGS_TABLE), "_part_offset", "_seq"))
+    return [view] + schema.distributed(SPAN_CONTENT_TABLE, "cityHash64(TraceId)")
 
 
 def span_content_table_v3(schema: Schema) -> list[str]:

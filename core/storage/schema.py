@@ -105,13 +105,16 @@ class Schema:
             f"CREATE TABLE IF NOT EXISTS {self.storage_name(table)}{self.on_cluster}\n(\n{columns}\n)\n"
             f"ENGINE = {engine}\n{clauses}"
         ]
-        if self.options.cluster:
-            statements.append(
-                f"CREATE TABLE IF NOT EXISTS {self.name(table)}{self.on_cluster} AS {self.storage_name(table)}\n"
+        return statements + self.distributed(table, sharding_key)
+
+    def distributed(self, table: str, sharding_key: str = "rand()") -> list[str]:
+        """On a cluster, the `Distributed` table under the public name over each shard's
+        `<table>_local` (a table or a view); nothing on a single node."""
+        if not self.options.cluster:
+            return []
+        return [f"CREATE TABLE IF NOT EXISTS {self.name(table)}{self.on_cluster} AS {self.storage_name(table)}\n"
                 f"ENGINE = Distributed({quote_ident(self.options.cluster)}, {quote_ident(self.options.database)}, "
-                f"{quote_ident(table + '_local')}, {sharding_key})"
-            )
-        return statements
+                f"{quote_ident(table + '_local')}, {sharding_key})"]
 
     # -- tables -----------------------------------------------------------------------------
 
