@@ -3,7 +3,8 @@
     python bench/query.py --spans 1000000          # then 10000000
 
 Loads realistic spans (10 a trace: an agent root with LLM, retriever and tool children, ~1.5 KB
-each, a few tags a trace, 4 projects, spread over 7 days) straight into embedded storage with
+each, a few tags a trace, 4 projects, spread over 7 days; one project's LLM spans also get GenAI
+log events, as the openai-v2 instrumentation sends them) straight into embedded storage with
 one INSERT … SELECT per chunk (the "equivalent bulk path": same table, same DEFAULT
 normalization and summary views as OTLP ingest), starts the query service in-process, and
 times each query through the HTTP API with a warm cache. Prints p50/p99 per query and the
@@ -45,14 +46,16 @@ SELECT
                  'session.id', concat('sess-', toString(intDiv(t, 5))), 'user.id', concat('user-', toString(t % 5000)),
                  'tracehouse.inputs', concat('{"question": "', question, ' (ticket ', toString(t), ')"}'),
                  'tracehouse.outputs', concat('"', answer, '"')),
-      j IN (1, 4, 7), map('gen_ai.operation.name', 'chat', 'gen_ai.provider.name', provider,
+      -- docs_assistant_v2's LLM spans carry their content in log events instead (GENERATE_LOGS).
+      j IN (1, 4, 7), mapFilter((k, v) -> t % 4 != 1 OR k NOT IN ('gen_ai.input.messages', 'gen_ai.output.messages'), map(
+                          'gen_ai.operation.name', 'chat', 'gen_ai.provider.name', provider,
                           'gen_ai.request.model', model, 'gen_ai.response.model', model,
                           'gen_ai.usage.input_tokens', toString(300 + t % 900), 'gen_ai.usage.output_tokens', toString(40 + t % 200),
                           'gen_ai.request.temperature', '0.2', 'gen_ai.response.finish_reasons', '["stop"]',
                           'gen_ai.input.messages', concat('[{"role":"system","parts":[{"type":"text","content":"You are a support agent. ',
                               repeat('Be accurate and brief. ', 12), '"}]},{"role":"user","parts":[{"type":"text","content":"', question, '"}]}]'),
                           'gen_ai.output.messages', concat('[{"role":"assistant","parts":[{"type":"text","content":"', answer,
-                              ' ', repeat('See the help center for details. ', 6), '"}],"finish_reason":"stop"}]')),
+                              ' ', repeat('See the help center for details. ', 6), '"}],"finish_reason":"stop"}]'))),
       j IN (2, 5), map('gen_ai.operation.name', 'retrieval', 'gen_ai.retrieval.query.text', question,
                        'gen_ai.retrieval.documents', concat('[{"id":"doc-', toString(t % 100), '","score":0.82,"content":"',
                            repeat('Orders ship within two business days. ', 8), '"}]')),
@@ -76,6 +79,36 @@ FROM (
            if(t % 97 = 0, 'You can request a refund from the orders page.', 'Your order ships within two business days.') AS answer
     FROM numbers({start:UInt64}, {count:UInt64})
 )"""
+
+
+# GenAI log events, as the openai-v2 instrumentation sends them, for the LLM spans of one project
+# (docs_assistant_v2): a system and a user message and a choice each, content only in the logs.
+GENERATE_LOGS = """
+INSERT INTO otel_logs (Timestamp, TraceId, SpanId, TraceFlags, SeverityText, SeverityNumber, ServiceName, Body,
+    ResourceAttributes, ScopeName, LogAttributes, EventName)
+SELECT
+    fromUnixTimestamp64Milli(toInt64({now_ms:Int64} - intDiv(t * {span_ms:UInt64}, {traces:UInt64}) + j * 150 + e)) AS Timestamp,
+    lower(hex(MD5(toString(t)))) AS TraceId,
+    substring(lower(hex(MD5(concat('s', toString(number))))), 1, 16) AS SpanId,
+    1, 'INFO', 9, 'chat-web',
+    [concat('{"content":"You are a support agent. ', repeat('Be accurate and brief. ', 12), '"}'),
+     concat('{"content":"Where is my order ', toString(t), '?"}'),
+     '{"index":0,"finish_reason":"stop","message":{"role":"assistant","content":"Your order ships within two business days."}}'][e + 1] AS Body,
+    map('service.name', 'chat-web', 'tracehouse.project', 'docs_assistant_v2') AS ResourceAttributes,
+    'opentelemetry.instrumentation.openai_v2' AS ScopeName,
+    map('gen_ai.system', 'openai') AS LogAttributes,
+    ['gen_ai.system.message', 'gen_ai.user.message', 'gen_ai.choice'][e + 1] AS EventName
+FROM (SELECT number, intDiv(number, 10) AS t, number % 10 AS j FROM numbers({start:UInt64}, {count:UInt64})
+      WHERE t % 4 = 1 AND j IN (1, 4, 7))
+ARRAY JOIN [0, 1, 2] AS e"""
+
+
+def load_logs(store, spans: int, chunk: int) -> None:
+    now_ms = int(time.time() * 1000)
+    for start in range(0, spans, chunk):
+        store.command(GENERATE_LOGS, parameters={"now_ms": now_ms, "span_ms": 7 * DAY_S * 1000, "traces": spans // 10,
+                                                 "start": start, "count": min(chunk, spans - start)},
+                      settings={"max_insert_block_size": 100_000, "max_threads": 2})
 
 
 def load(store, spans: int, chunk: int) -> float:
@@ -126,12 +159,17 @@ def main() -> int:
         print(f"loading {args.spans - have:,} spans into {data_dir} …", file=sys.stderr)
         load_s = load(store, args.spans, args.chunk)
         print(f"  load: {load_s:.0f} s", file=sys.stderr)
+    if not store.command("SELECT count() FROM otel_logs"):  # data dirs loaded before the logs were added
+        print("loading GenAI log events …", file=sys.stderr)
+        load_logs(store, store.command("SELECT count() FROM otel_traces"), args.chunk)
     service = RunningQueryService(collector_settings(data_dir, store.dsn), store)
     client = Client(service.url)
     now_ms = int(time.time() * 1000)
     day_ago = now_ms - DAY_S * 1000
     some_trace = store.command("SELECT TraceId FROM tracehouse_traces FINAL WHERE Project = 'support_bot' "
                                "ORDER BY Start DESC LIMIT 1 OFFSET 5000")
+    logged_trace = store.command("SELECT TraceId FROM tracehouse_traces FINAL WHERE Project = 'docs_assistant_v2' "
+                                 "ORDER BY Start DESC LIMIT 1 OFFSET 5000")
     queries = {
         "tag search (100 traces)": lambda: client.search_traces(
             projects=["docs_assistant_v1"], filter_string="tags.customer_tier = 'premium'", max_results=100,
@@ -145,15 +183,17 @@ def main() -> int:
             projects=["support_bot"], filter_string="trace.text ILIKE '%refund%'", start_time=day_ago, end_time=now_ms,
             max_results=100, return_type="arrow"),
         "trace by id": lambda: client.get_trace(some_trace),
+        "trace by id, content in logs": lambda: client.get_trace(logged_trace),
         "aggregates 24h by model": lambda: client.aggregates(
             level="spans", group_by=["model"], filter_string="span.type = 'LLM'", start_time=day_ago, end_time=now_ms,
             return_type="arrow"),
     }
     spans_stored = store.command("SELECT count() FROM otel_traces")
+    logs_stored = store.command("SELECT count() FROM otel_logs")
     size = store.query("SELECT table, sum(bytes_on_disk) FROM system.parts WHERE active AND database = currentDatabase() "
                        "GROUP BY table ORDER BY 2 DESC").result_rows
     total = sum(b for _, b in size)
-    print(f"\nspans stored: {spans_stored:,}   traces: {spans_stored // 10:,}   on disk: {total / 2**20:,.0f} MiB "
+    print(f"\nspans stored: {spans_stored:,}   traces: {spans_stored // 10:,}   GenAI log events: {logs_stored:,}   on disk: {total / 2**20:,.0f} MiB "
           f"({total / spans_stored:,.0f} bytes/span)")
     for table, size_bytes in size[:4]:
         print(f"  {table:28} {size_bytes / 2**20:10,.1f} MiB")

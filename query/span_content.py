@@ -20,12 +20,16 @@ from tracehouse.storage.store import Store
 from .filters import ParamCounter
 
 
-def logged_content(store: Store, trace_ids: list[str], projects: list[str] | None) -> dict[tuple[str, str], dict]:
-    """{(trace id, span id): {"inputs": json text, "outputs": json text}} from log events."""
+def logged_content(store: Store, trace_ids: list[str], projects: list[str] | None,
+                   span_ids: list[str] | None = None) -> dict[tuple[str, str], dict]:
+    """{(trace id, span id): {"inputs": json text, "outputs": json text}} from log events (of
+    those spans only, if given)."""
     if not trace_ids:
         return {}
     params = ParamCounter()
     where = [f"TraceId IN {params.bind(list(trace_ids), 'Array(String)')}"]
+    if span_ids is not None:
+        where.append(f"SpanId IN {params.bind(list(span_ids), 'Array(String)')}")
     if projects is not None:
         where.append(f"Project IN {params.bind(list(projects), 'Array(String)')}")
     # Most traces have no GenAI content events, and finding that out in otel_logs costs a few
@@ -57,7 +61,8 @@ def fill_spans(store: Store, rows: list[dict], projects: list[str] | None) -> No
     """Give span rows (trace_id or the given one, span_id, inputs, outputs as stored text) the
     content of their log events where they have none of their own."""
     wanting = [row for row in rows if not (row["inputs"] and row["outputs"])]
-    content = logged_content(store, sorted({row["trace_id"] for row in wanting}), projects)
+    content = logged_content(store, sorted({row["trace_id"] for row in wanting}), projects,
+                             sorted({row["span_id"] for row in wanting}))
     for row in wanting:
         logged = content.get((row["trace_id"], row["span_id"]))
         if logged:

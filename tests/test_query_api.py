@@ -140,6 +140,8 @@ def test_logged_content_joins_a_spans_events_in_order(store):
         (trace_id, other): {"inputs": "", "outputs": '[{"role":"assistant","index":0,"finish_reason":"stop"}]'},
     }
     assert logged_content(store, [trace_id], ["another_project"]) == {}
+    assert logged_content(store, [trace_id], None, [other]) == {
+        (trace_id, other): {"inputs": "", "outputs": '[{"role":"assistant","index":0,"finish_reason":"stop"}]'}}
     quiet = uuid.uuid4().hex  # a trace with log records, none of them GenAI content
     store.client.insert("otel_logs", [("content_test", quiet, span, at, "", "plain log line"),
                                       ("content_test", quiet, span, at, "gen_ai.evaluation.result", "")],
