@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import pyarrow as pa
 
-from tracehouse.storage.logs_metrics import CONTENT_EVENTS, EVENT_NAME
+from tracehouse.storage.logs_metrics import CONTENT_EVENTS, EVENT_NAME, LOGS_TABLE
 from tracehouse.storage.schema import PREVIEW_CHARS
 from tracehouse.storage.store import Store
 
@@ -34,9 +34,8 @@ def logged_content(store: Store, trace_ids: list[str], projects: list[str] | Non
         where.append(f"Project IN {params.bind(list(projects), 'Array(String)')}")
     # Most traces have no GenAI content events, and finding that out in otel_logs costs a few
     # milliseconds; the view renders content as it reads, and planning that alone costs ~20.
-    probe = (f"SELECT 1 FROM otel_logs WHERE {' AND '.join(where)} AND SpanId != '' "
-             f"AND {EVENT_NAME} IN {params.bind(CONTENT_EVENTS, 'Array(String)')} LIMIT 1")
-    if not store.query(probe, parameters=params.values).result_rows:
+    events = f"SpanId != '' AND {EVENT_NAME} IN {params.bind(CONTENT_EVENTS, 'Array(String)')}"
+    if not store.exists(LOGS_TABLE, " AND ".join([*where, events]), params.values):
         return {}
     # Each row is a JSON array; the span's list is their elements, in event order. The rows come
     # in that order and are joined here: a GROUP BY costs several milliseconds even when nothing

@@ -119,6 +119,12 @@ class Store:
         except Exception:  # any failure means "not ready"
             return False
 
+    def exists(self, table: str, where: str, parameters: dict) -> bool:
+        """Whether any row of `table` meets `where`: a plain read that stops at the first row,
+        the cheap way to skip an expensive query (a GROUP BY view, a rendering view) that most
+        callers would find empty."""
+        return bool(self.query(f"SELECT 1 FROM {table} WHERE {where} LIMIT 1", parameters=parameters).result_rows)
+
     def close(self) -> None:
         with self._insert_clients_lock:
             clients, self._insert_clients = self._insert_clients, []

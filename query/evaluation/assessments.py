@@ -140,8 +140,7 @@ def latest(store: Store, trace_ids: list[str], allowed_projects: list[str] | Non
     out: dict[str, list[dict]] = {t: [] for t in trace_ids}
     # Most traces have none. The newest-per-key view is a GROUP BY that costs 10–15 ms even
     # when nothing matches; this plain read of the table, on the same conditions, costs 3.
-    if not store.query(f"SELECT 1 FROM {ASSESSMENTS_TABLE} WHERE {' AND '.join(where)} LIMIT 1",
-                       parameters=params.values).result_rows:
+    if not store.exists(ASSESSMENTS_TABLE, " AND ".join(where), params.values):
         return out
     result = store.query(f"SELECT {READ_COLUMNS} FROM {ASSESSMENTS_LATEST_VIEW} WHERE {' AND '.join(where)} "
                          "ORDER BY trace_id, created_at, name", parameters=params.values)
