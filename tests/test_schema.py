@@ -6,6 +6,7 @@ import sys
 
 import pytest
 
+from tracehouse.storage import logs_metrics
 from tracehouse.storage.schema import Schema, SchemaOptions
 
 # The OTel Collector clickhouseexporter's otel_traces columns (COMPAT_REFERENCE.md §1a).
@@ -162,3 +163,33 @@ def test_migration_5_turns_the_span_content_table_into_a_view_of_the_logs(store)
         store.command(statement)
     assert kinds() == [("tracehouse_span_content", "View")]
     store.command("DROP DATABASE before_migration_5 SYNC")
+
+
+def test_migration_6_brings_the_logs_and_metrics_ingest_views_up_to_date(store):
+    """Migration 6 rewrites the ingest views of a data dir made before it in place (ALTER …
+    MODIFY QUERY), ending where a new data dir starts."""
+    schema = Schema(SchemaOptions(database="before_migration_6"))
+    store.command("CREATE DATABASE IF NOT EXISTS before_migration_6")
+    migrations = {m.version: m for m in schema.migrations()}
+    for version in (1, 2, 3, 4, 5):
+        for statement in migrations[version].statements:
+            store.command(statement)
+    # The logs view as an older version might have left it.
+    stale = schema.new_queries(logs_metrics.staging_views(schema)[0])[0].replace("_body AS Body", "'' AS Body")
+    store.command(stale)
+
+    def views(database: str) -> dict[str, str]:
+        rows = store.query("SELECT name, replaceAll(as_select, {d:String} || '.', '') FROM system.tables "
+                           "WHERE database = {d:String} AND engine = 'MaterializedView'", parameters={"d": database})
+        return dict(rows.result_rows)
+
+    current = views("default")
+    assert len(current) == 10  # spans: 3, logs: 2, metrics: 5
+    assert [name for name, select in views("before_migration_6").items() if select != current[name]] == [
+        "tracehouse_ingest_logs_mv"]
+    assert len(migrations[6].statements) == 6  # the logs view and one per metric kind
+    for _ in range(2):  # applied twice (a retried start): same end
+        for statement in migrations[6].statements:
+            store.command(statement)
+        assert views("before_migration_6") == current
+    store.command("DROP DATABASE before_migration_6 SYNC")

@@ -129,6 +129,24 @@ def attributes_map(keys: str, values: str, max_len: str, mark_truncated: bool = 
     )
 
 
+def scope_and_record_attributes(scope: str, record: str, texts: str, max_len: str, *,
+                                depth: int = ANY_VALUE_DEPTH, array_depth: int | None = None) -> tuple[str, str, str]:
+    """The attributes of a scope and of one of its records (a log record, a data point) from
+    one rendering of their values, concatenated.
+
+    Returns the rendering, for an inner query to name `texts`, and the two attribute maps
+    that slice `texts` apart (the record's marks truncated keys). ClickHouse analyses every
+    copy of a rendering on every insert, and a map that marks truncation uses its values
+    twice: rendered in place, that would be three copies, not one.
+    """
+    rendering = _render(f"arrayConcat({scope}.value, {record}.value)", 1, quoted=False, depth=depth,
+                        array_depth=array_depth)
+    scope_map = attributes_map(f"{scope}.key", f"arraySlice({texts}, 1, length({scope}))", max_len)
+    record_map = attributes_map(f"{record}.key", f"arraySlice({texts}, length({scope}) + 1, length({record}))",
+                                max_len, mark_truncated=True)
+    return rendering, scope_map, record_map
+
+
 def hex_id(expr: str) -> str:
     return f"lower(hex({expr}))"
 

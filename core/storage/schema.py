@@ -453,6 +453,8 @@ class Schema:
                       self.new_queries(self._staging_view(), *logs_metrics.ingest_views(self))),
             Migration(5, "span content of GenAI log events read through a view of otel_logs, no longer copied at ingest",
                       logs_metrics.span_content_replacement(self)),
+            Migration(6, "logs and metrics ingest views: each attribute rendering analysed once per insert",
+                      self.new_queries(*logs_metrics.staging_views(self))),
         ]
 
     def new_queries(self, *views: str) -> list[str]:
