@@ -13,10 +13,12 @@ data size.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import statistics
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -136,6 +138,29 @@ def timed(fn, runs: int) -> tuple[float, float]:
     return statistics.median(samples), samples[min(len(samples) - 1, int(len(samples) * 0.99))]
 
 
+@contextlib.contextmanager
+def busy(client, enabled: bool):
+    """Within the block, another client keeps the server running full-text searches."""
+    if not enabled:
+        yield
+        return
+    stop = threading.Event()
+
+    def search():
+        while not stop.is_set():
+            client.search_traces(projects=["support_bot"], filter_string="trace.text ILIKE '%refund%'",
+                                 max_results=100, return_type="arrow")
+
+    thread = threading.Thread(target=search, daemon=True)
+    thread.start()
+    time.sleep(0.2)
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--spans", type=int, default=1_000_000)
@@ -184,6 +209,9 @@ def main() -> int:
             max_results=100, return_type="arrow"),
         "trace by id": lambda: client.get_trace(some_trace),
         "trace by id, content in logs": lambda: client.get_trace(logged_trace),
+        # A dashboard's panels and a user's clicks arrive together: a trace read while another
+        # client keeps the server busy with full-text searches.
+        "trace by id, beside full text": lambda: client.get_trace(some_trace),
         "aggregates 24h by model": lambda: client.aggregates(
             level="spans", group_by=["model"], filter_string="span.type = 'LLM'", start_time=day_ago, end_time=now_ms,
             return_type="arrow"),
@@ -205,7 +233,8 @@ def main() -> int:
     for name, fn in queries.items():
         result = fn()
         rows = result.num_rows if hasattr(result, "num_rows") else len(result.get("spans", []))
-        p50, p99 = timed(fn, args.runs)
+        with busy(Client(service.url), "beside full text" in name):
+            p50, p99 = timed(fn, args.runs)
         print(f"{name:28} {p50:9.1f} {p99:9.1f}   {rows}")
     print(f"\nload average after timing: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     service.stop()

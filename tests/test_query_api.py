@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import datetime
+import threading
+import time
 import uuid
 
 import httpx
@@ -129,7 +131,7 @@ def test_logged_content_joins_a_spans_events_in_order(store):
         (other, 1, "gen_ai.choice", '{"index":0,"finish_reason":"stop"}'),  # no message: the body stands in
         (span, 4, "gen_ai.choice", '{"index":0,"message":{"role":"assistant","content":"done"}}'),
     ]
-    store.client.insert("otel_logs", [
+    store.insert("otel_logs", [
         ("content_test", trace_id, s, at + datetime.timedelta(seconds=sec), event, body)
         for s, sec, event, body in rows],
         column_names=["Project", "TraceId", "SpanId", "Timestamp", "EventName", "Body"])
@@ -143,7 +145,7 @@ def test_logged_content_joins_a_spans_events_in_order(store):
     assert logged_content(store, [trace_id], None, [other]) == {
         (trace_id, other): {"inputs": "", "outputs": '[{"role":"assistant","index":0,"finish_reason":"stop"}]'}}
     quiet = uuid.uuid4().hex  # a trace with log records, none of them GenAI content
-    store.client.insert("otel_logs", [("content_test", quiet, span, at, "", "plain log line"),
+    store.insert("otel_logs", [("content_test", quiet, span, at, "", "plain log line"),
                                       ("content_test", quiet, span, at, "gen_ai.evaluation.result", "")],
                         column_names=["Project", "TraceId", "SpanId", "Timestamp", "EventName", "Body"])
     assert logged_content(store, [quiet], None) == {}
@@ -225,6 +227,29 @@ def test_sql_limits_end_with_the_query(query_api, store, dataset):
     assert client.sql("SELECT count() AS n FROM tracehouse_model_prices").column("n").to_pylist()[0] > 1000
     store.command("CREATE TABLE IF NOT EXISTS sql_endpoint_probe (x UInt8) ENGINE = Memory")  # still writable
     store.command("DROP TABLE sql_endpoint_probe")
+
+
+def test_a_slow_query_holds_up_no_other_request(query_api, dataset):
+    """Each concurrent request reads through a connection of its own: while one SQL request
+    sleeps in ClickHouse, the readiness check and a trace read answer."""
+    project_a, _, ids = dataset
+    client = Client(query_api.url)
+    slow_started, slow_result = threading.Event(), []
+
+    def slow():
+        slow_started.set()
+        slow_result.append(client.sql("SELECT sleep(2.5) AS s", timeout_seconds=30))
+
+    thread = threading.Thread(target=slow)
+    thread.start()
+    slow_started.wait()
+    time.sleep(0.5)  # the SQL request is in ClickHouse by now, 2 s of its sleep ahead
+    assert httpx.get(query_api.url + "/readyz").status_code == 200
+    trace = client.get_trace(ids[(project_a, 1)])
+    assert (trace["trace_id"], trace["span_count"]) == (ids[(project_a, 1)], 2)
+    assert thread.is_alive()  # both answered while the slow query still ran
+    thread.join(timeout=30)
+    assert slow_result[0].to_pylist() == [{"s": 0}]
 
 
 def test_span_search_aggregates_and_sessions(query_api, dataset):

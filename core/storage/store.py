@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 import queue
 import threading
+from contextlib import contextmanager
 from dataclasses import dataclass
 from importlib import resources
 from urllib.parse import urlsplit
@@ -82,13 +83,15 @@ class Store:
         self.embedded = dsn.startswith("chdb:")
         self.schema = Schema(SchemaOptions(database=database_of(dsn), cluster=cluster,
                                            retention_days=retention_days))
-        self.client = self._connect()
         self._proto_text: dict[str, str] = {}
-        # Connections for inserts, one per concurrent caller: a connection runs one statement
-        # at a time (chDB locks its handle), and the segment writers insert in parallel.
-        self._idle_insert_clients: queue.SimpleQueue = queue.SimpleQueue()
-        self._insert_clients: list = []
-        self._insert_clients_lock = threading.Lock()
+        # A connection per concurrent caller: a connection runs one statement at a time (chDB
+        # locks its handle), so with one, a slow search would hold up every trace read, health
+        # check and insert behind it.
+        first = self._connect()  # now, so that a bad DSN fails at start
+        self._idle: queue.SimpleQueue = queue.SimpleQueue()
+        self._idle.put(first)
+        self._clients: list = [first]
+        self._clients_lock = threading.Lock()
 
     def _connect(self):
         try:
@@ -102,16 +105,38 @@ class Store:
         except Exception as exc:  # connection errors come in many types; all mean the same here
             raise StorageError(f"cannot connect to ClickHouse at {redact(self.dsn)}: {exc}") from exc
 
+    @contextmanager
+    def connection(self):
+        """A connection no other thread is using, until the block ends."""
+        try:
+            client = self._idle.get_nowait()
+        except queue.Empty:
+            client = self._connect()
+            with self._clients_lock:
+                self._clients.append(client)
+        try:
+            yield client
+        finally:
+            self._idle.put(client)
+
     # -- basic calls ------------------------------------------------------------------------
 
     def command(self, sql: str, parameters: dict | None = None, settings: dict | None = None):
-        return self.client.command(sql, parameters=parameters, settings=settings)
+        with self.connection() as client:
+            return client.command(sql, parameters=parameters, settings=settings)
 
     def query(self, sql: str, parameters: dict | None = None, settings: dict | None = None):
-        return self.client.query(sql, parameters=parameters, settings=settings)
+        with self.connection() as client:
+            return client.query(sql, parameters=parameters, settings=settings)
 
     def query_arrow(self, sql: str, parameters: dict | None = None, settings: dict | None = None):
-        return self.client.query_arrow(sql, parameters=parameters, settings=settings)
+        with self.connection() as client:
+            return client.query_arrow(sql, parameters=parameters, settings=settings)
+
+    def insert(self, table: str, rows: list, column_names: list[str]) -> None:
+        """Insert Python rows (small tables: assessments, jobs, prices); ingest uses insert_protobuf."""
+        with self.connection() as client:
+            client.insert(table, rows, column_names=column_names)
 
     def ping(self) -> bool:
         try:
@@ -126,11 +151,10 @@ class Store:
         return bool(self.query(f"SELECT 1 FROM {table} WHERE {where} LIMIT 1", parameters=parameters).result_rows)
 
     def close(self) -> None:
-        with self._insert_clients_lock:
-            clients, self._insert_clients = self._insert_clients, []
+        with self._clients_lock:
+            clients, self._clients = self._clients, []
         for client in clients:
             client.close()
-        self.client.close()
 
     # -- ingest -----------------------------------------------------------------------------
 
@@ -157,16 +181,8 @@ class Store:
             "deduplicate_blocks_in_dependent_materialized_views": 1,
             "insert_deduplication_token": dedup_token,
         }
-        try:
-            client = self._idle_insert_clients.get_nowait()
-        except queue.Empty:
-            client = self._connect()
-            with self._insert_clients_lock:
-                self._insert_clients.append(client)
-        try:
+        with self.connection() as client:
             client.raw_insert(self.schema.name(target.table), insert_block=data, fmt="Protobuf", settings=settings)
-        finally:
-            self._idle_insert_clients.put(client)
 
     # -- schema -----------------------------------------------------------------------------
 
@@ -222,7 +238,7 @@ class Store:
                  p.cache_write_per_mtok) for p in price_source.price_table(price_file)]
         table = self.schema.name(PRICES_TABLE)
         self.command(f"TRUNCATE TABLE {table}{self.schema.on_cluster}")
-        self.client.insert(table, rows, column_names=[
+        self.insert(table, rows, column_names=[
             "model", "provider", "input_per_mtok", "output_per_mtok", "cache_read_per_mtok", "cache_write_per_mtok"])
         self.command(f"SYSTEM RELOAD DICTIONARY {self.schema.name(PRICES_DICTIONARY)}")
         return len(rows)

@@ -98,7 +98,7 @@ def insert(store: Store, assessments: Iterable[Assessment]) -> int:
         # Rows logged in one call keep their order, one tick apart, so "newest wins" is exact.
         rows.append(a.row(now + dt.timedelta(milliseconds=len(rows))))
     if rows:
-        store.client.insert(store.schema.name(ASSESSMENTS_TABLE), rows, column_names=COLUMNS)
+        store.insert(store.schema.name(ASSESSMENTS_TABLE), rows, column_names=COLUMNS)
     return len(rows)
 
 

@@ -218,7 +218,7 @@ class EvaluationService:
         now = _now()
         rows = [(job_id, t, i) for i, t in enumerate(trace_ids)]
         if rows:
-            await asyncio.to_thread(self.store.client.insert, EVAL_JOB_TRACES_TABLE, rows,
+            await asyncio.to_thread(self.store.insert, EVAL_JOB_TRACES_TABLE, rows,
                                     column_names=["JobId", "TraceId", "Position"])
         await asyncio.to_thread(self._write_job, job_id, owner, "queued", spec.to_json(),
                                 len(trace_ids) * len(spec.scorers), "", now, None)
@@ -245,7 +245,7 @@ class EvaluationService:
         return [t for t in found if _sampled(seed, t, spec.sample_rate)][:spec.max_traces]
 
     def _write_job(self, job_id, owner, status, spec_json, total, error, created_at, finished_at) -> None:
-        self.store.client.insert(EVAL_JOBS_TABLE, [(job_id, owner, status, json.dumps(spec_json), total, error,
+        self.store.insert(EVAL_JOBS_TABLE, [(job_id, owner, status, json.dumps(spec_json), total, error,
                                                     created_at, finished_at, _now())],
                                  column_names=["JobId", "Project", "Status", "Spec", "Total", "Error", "CreatedAt",
                                                "FinishedAt", "UpdatedAt"])
@@ -448,7 +448,7 @@ class EvaluationService:
         return rule_id
 
     def _write_rule(self, rule_id, owner, name, status, spec_json, watermark, created_at) -> None:
-        self.store.client.insert(EVAL_RULES_TABLE, [(rule_id, owner, name, status, json.dumps(spec_json), watermark,
+        self.store.insert(EVAL_RULES_TABLE, [(rule_id, owner, name, status, json.dumps(spec_json), watermark,
                                                      created_at, _now())],
                                  column_names=["RuleId", "Project", "Name", "Status", "Spec", "Watermark",
                                                "CreatedAt", "UpdatedAt"])
