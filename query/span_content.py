@@ -60,9 +60,14 @@ def fill_spans(store: Store, rows: list[dict], projects: list[str] | None) -> No
     """Give span rows (trace_id or the given one, span_id, inputs, outputs as stored text) the
     content of their log events where they have none of their own."""
     wanting = [row for row in rows if not (row["inputs"] and row["outputs"])]
-    content = logged_content(store, sorted({row["trace_id"] for row in wanting}), projects,
-                             sorted({row["span_id"] for row in wanting}))
-    for row in wanting:
+    if wanting:
+        apply(wanting, logged_content(store, sorted({row["trace_id"] for row in wanting}), projects,
+                                      sorted({row["span_id"] for row in wanting})))
+
+
+def apply(rows: list[dict], content: dict[tuple[str, str], dict]) -> None:
+    """Fill the empty inputs / outputs of span rows from logged_content's answer."""
+    for row in rows:
         logged = content.get((row["trace_id"], row["span_id"]))
         if logged:
             for key in ("inputs", "outputs"):
