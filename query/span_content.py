@@ -4,9 +4,10 @@ Instrumentations such as the official openai-v2 put prompts and completions in l
 correlated to the span by trace and span id, not on the span. The view `tracehouse_span_content`
 renders each such event of `otel_logs` as a JSON message list (storage/logs_metrics.py); here
 those lists are merged per span, in event order, and stand in for the span's normalized
-`Inputs` / `Outputs` wherever the span has none of its own. Read-time, on the spans or trace
-rows a request already has in hand: a read whose spans lack content pays a short probe of
-`otel_logs`, and the rendering only when there is content to show.
+`Inputs` / `Outputs` wherever the span has none of its own. Read-time: each read pays a short
+probe of `otel_logs`, and the rendering only when there is content to show. Search results and
+evaluation extraction probe for the spans that lack content once their rows are in hand; a
+trace read probes for the whole trace while its spans are read (query/traces.py).
 """
 from __future__ import annotations
 
