@@ -146,8 +146,8 @@ def test_logged_content_joins_a_spans_events_in_order(store):
         (trace_id, other): {"inputs": "", "outputs": '[{"role":"assistant","index":0,"finish_reason":"stop"}]'}}
     quiet = uuid.uuid4().hex  # a trace with log records, none of them GenAI content
     store.insert("otel_logs", [("content_test", quiet, span, at, "", "plain log line"),
-                                      ("content_test", quiet, span, at, "gen_ai.evaluation.result", "")],
-                        column_names=["Project", "TraceId", "SpanId", "Timestamp", "EventName", "Body"])
+                               ("content_test", quiet, span, at, "gen_ai.evaluation.result", "")],
+                 column_names=["Project", "TraceId", "SpanId", "Timestamp", "EventName", "Body"])
     assert logged_content(store, [quiet], None) == {}
     assert logged_content(store, [quiet, trace_id], None) == logged_content(store, [trace_id], None)
 

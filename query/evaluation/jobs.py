@@ -246,9 +246,9 @@ class EvaluationService:
 
     def _write_job(self, job_id, owner, status, spec_json, total, error, created_at, finished_at) -> None:
         self.store.insert(EVAL_JOBS_TABLE, [(job_id, owner, status, json.dumps(spec_json), total, error,
-                                                    created_at, finished_at, _now())],
-                                 column_names=["JobId", "Project", "Status", "Spec", "Total", "Error", "CreatedAt",
-                                               "FinishedAt", "UpdatedAt"])
+                                             created_at, finished_at, _now())],
+                          column_names=["JobId", "Project", "Status", "Spec", "Total", "Error", "CreatedAt",
+                                        "FinishedAt", "UpdatedAt"])
 
     def _job_row(self, job_id: str, allowed: list[str] | None) -> dict:
         params = filters.ParamCounter()
@@ -449,9 +449,9 @@ class EvaluationService:
 
     def _write_rule(self, rule_id, owner, name, status, spec_json, watermark, created_at) -> None:
         self.store.insert(EVAL_RULES_TABLE, [(rule_id, owner, name, status, json.dumps(spec_json), watermark,
-                                                     created_at, _now())],
-                                 column_names=["RuleId", "Project", "Name", "Status", "Spec", "Watermark",
-                                               "CreatedAt", "UpdatedAt"])
+                                              created_at, _now())],
+                          column_names=["RuleId", "Project", "Name", "Status", "Spec", "Watermark",
+                                        "CreatedAt", "UpdatedAt"])
 
     def _rule_rows(self, allowed: list[str] | None, rule_id: str | None = None) -> list[dict]:
         params = filters.ParamCounter()
