@@ -127,15 +127,22 @@ def test_migrate_dry_run_prints_cluster_sql():
     assert "CREATE TABLE IF NOT EXISTS `default`.`otel_traces_local` ON CLUSTER `c1`" in out.stdout
 
 
+def database_before(store, version: int):
+    """A database `before_migration_<version>` with the migrations before it applied: its
+    schema, and every migration by version."""
+    schema = Schema(SchemaOptions(database=f"before_migration_{version}"))
+    store.command(f"CREATE DATABASE IF NOT EXISTS before_migration_{version}")
+    migrations = {m.version: m for m in schema.migrations()}
+    for earlier in range(1, version):
+        for statement in migrations[earlier].statements:
+            store.command(statement)
+    return schema, migrations
+
+
 def test_migration_5_turns_the_span_content_table_into_a_view_of_the_logs(store):
     """A data dir made before migration 5 copied span content at ingest; after it, the content
     (old events' included) is computed from otel_logs, and nothing copies it any more."""
-    schema = Schema(SchemaOptions(database="before_migration_5"))
-    store.command("CREATE DATABASE IF NOT EXISTS before_migration_5")
-    migrations = {m.version: m for m in schema.migrations()}
-    for version in (1, 2, 3, 4):
-        for statement in migrations[version].statements:
-            store.command(statement)
+    _, migrations = database_before(store, 5)
 
     def content():
         return store.query("SELECT SpanId, Direction, Content FROM before_migration_5.tracehouse_span_content "
@@ -168,12 +175,7 @@ def test_migration_5_turns_the_span_content_table_into_a_view_of_the_logs(store)
 def test_migration_6_brings_the_logs_and_metrics_ingest_views_up_to_date(store):
     """Migration 6 rewrites the ingest views of a data dir made before it in place (ALTER …
     MODIFY QUERY), ending where a new data dir starts."""
-    schema = Schema(SchemaOptions(database="before_migration_6"))
-    store.command("CREATE DATABASE IF NOT EXISTS before_migration_6")
-    migrations = {m.version: m for m in schema.migrations()}
-    for version in (1, 2, 3, 4, 5):
-        for statement in migrations[version].statements:
-            store.command(statement)
+    schema, migrations = database_before(store, 6)
     # The logs view as an older version might have left it.
     stale = schema.new_queries(logs_metrics.staging_views(schema)[0])[0].replace("_body AS Body", "'' AS Body")
     store.command(stale)

@@ -142,12 +142,6 @@ def logs_staging(schema: Schema) -> list[str]:
     return [table, _logs_staging_view(schema)]
 
 
-def _attributes(key_values: str, depth: int, mark_truncated: bool = False, array_depth: int | None = None) -> str:
-    return otlp_sql.attributes_map(otlp_sql.attribute_keys(key_values),
-                                   otlp_sql.attribute_values(key_values, depth, array_depth),
-                                   "max_value_length", mark_truncated)
-
-
 def _logs_staging_view(schema: Schema) -> str:
     """Explode each request into log rows: per resource, then per scope and record.
 
@@ -434,7 +428,8 @@ def metrics_staging(schema: Schema) -> list[str]:
 
 
 def _exemplar_columns(depth: int) -> str:
-    attrs = _attributes("e.filtered_attributes", depth)
+    attrs = otlp_sql.attributes_map(otlp_sql.attribute_keys("e.filtered_attributes"),
+                                    otlp_sql.attribute_values("e.filtered_attributes", depth), "max_value_length")
     return (f"    arrayMap(e -> {attrs}, p.exemplars) AS `Exemplars.FilteredAttributes`,\n"
             f"    arrayMap(e -> {otlp_sql.nanos_to_datetime('e.time_unix_nano')}, p.exemplars) AS `Exemplars.TimeUnix`,\n"
             "    arrayMap(e -> e.as_double + toFloat64(e.as_int), p.exemplars) AS `Exemplars.Value`,\n"
