@@ -11,7 +11,7 @@ import signal
 
 from .config import Settings
 from .listen import HttpServer, PortInUse, bind_socket
-from .storage.store import StorageError, Store, redact
+from .storage.store import RELEASE_MEMORY_EVERY, StorageError, Store, redact
 
 log = logging.getLogger("tracehouse")
 
@@ -71,13 +71,25 @@ async def run(settings: Settings, *, collector: bool = True, query: bool = True)
             finally:
                 started.append(part)
         log.info("tracehouse is running; stop it with Ctrl-C")
+        releasing = asyncio.create_task(_release_memory(store)) if store.embedded else None
         await stopping.wait()
+        if releasing:
+            releasing.cancel()
         log.info("stopping%s", ": flushing the write-ahead log into storage" if collector else "")
     finally:
         for part in reversed(started):
             await part.stop()
         store.close()
         log.info("stopped")
+
+
+async def _release_memory(store: Store) -> None:
+    while True:
+        await asyncio.sleep(RELEASE_MEMORY_EVERY)
+        try:
+            await asyncio.to_thread(store.release_memory)
+        except Exception as exc:  # a storage error here costs memory, never data
+            log.debug("could not release memory: %s", exc)
 
 
 def check_ports_free(host: str, ports: list[tuple[int, str]]) -> None:

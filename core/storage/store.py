@@ -58,6 +58,8 @@ READ_SETTINGS = {"do_not_merge_across_partitions_select_final": 1}
 # an insert) while saving nothing measurable per row.
 INGEST_SETTINGS = {"query_plan_merge_expressions": 0}
 
+RELEASE_MEMORY_EVERY = 0.5  # seconds; see Store.release_memory
+
 
 def database_of(dsn: str) -> str:
     """The database a DSN names (`http://host:8123/db`); chDB and bare URLs use `default`."""
@@ -149,6 +151,18 @@ class Store:
         the cheap way to skip an expensive query (a GROUP BY view, a rendering view) that most
         callers would find empty."""
         return bool(self.query(f"SELECT 1 FROM {table} WHERE {where} LIMIT 1", parameters=parameters).result_rows)
+
+    def release_memory(self) -> None:
+        """Give the memory the embedded engine has freed back to the OS.
+
+        ClickHouse's allocator (jemalloc) keeps freed pages for reuse, so every insert and
+        merge raised the process's RSS a little more: bench/ingest.py's server peaked at
+        ~1.7 GB. Purged every RELEASE_MEMORY_EVERY seconds, it peaked at ~1.5 GB, with no
+        measurable cost in throughput; a purge with nothing to return takes ~0.3 ms. A
+        ClickHouse server manages its own memory, so this does nothing there.
+        """
+        if self.embedded:
+            self.command("SYSTEM JEMALLOC PURGE")
 
     def close(self) -> None:
         with self._clients_lock:
