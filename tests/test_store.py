@@ -1,4 +1,4 @@
-"""The embedded engine gives freed memory back to the OS (Store.release_memory)."""
+"""Store behaviour beyond SQL: the embedded engine gives freed memory back to the OS."""
 from __future__ import annotations
 
 
