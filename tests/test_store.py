@@ -1,5 +1,9 @@
-"""Store behaviour beyond SQL: the embedded engine gives freed memory back to the OS."""
+"""Memory: the embedded engine gives freed memory back to the OS, and the server has it do so."""
 from __future__ import annotations
+
+from tracehouse.client import Client
+from tracehouse.server import RELEASE_ABOVE_MB
+from tracehouse.tests.conftest import ServerProcess, wait_for
 
 
 def resident_mb() -> int:
@@ -20,4 +24,26 @@ def test_release_memory_returns_what_a_large_query_freed(store):
     grown = resident_mb() - before
     assert grown > 150, f"the query did not leave freed memory behind ({grown} MB); the test proves nothing"
     store.release_memory()
-    assert resident_mb() - before < grown / 4
+    assert resident_mb() - before < grown / 2  # (without the purge: all of it)
+
+
+def test_the_server_gives_back_memory_above_its_threshold(tmp_path):
+    server = ServerProcess(tmp_path / "data")
+    try:
+        server.wait_ready()
+        status = f"/proc/{server.process.pid}/status"
+
+        def resident(field="VmRSS:") -> int:
+            with open(status) as lines:
+                return next(int(line.split()[1]) // 1024 for line in lines if line.startswith(field))
+
+        # ~1 GB of strings: the query's pages, freed when it ends, take the process far
+        # above the threshold until the server purges them.
+        length = Client(f"http://127.0.0.1:{server.query_port}").sql(
+            "SELECT length(arrayStringConcat(arrayMap(i -> repeat('x', 100), range(4000000)))) AS n "
+            "FROM tracehouse_model_prices LIMIT 1")
+        assert length.column("n").to_pylist() == [400_000_000]
+        assert resident("VmHWM:") > RELEASE_ABOVE_MB + 500
+        wait_for(lambda: resident() < RELEASE_ABOVE_MB, timeout=3, what="the server to purge freed memory")
+    finally:
+        assert server.stop() == 0

@@ -58,8 +58,6 @@ READ_SETTINGS = {"do_not_merge_across_partitions_select_final": 1}
 # an insert) while saving nothing measurable per row.
 INGEST_SETTINGS = {"query_plan_merge_expressions": 0}
 
-RELEASE_MEMORY_EVERY = 0.5  # seconds; see Store.release_memory
-
 
 def database_of(dsn: str) -> str:
     """The database a DSN names (`http://host:8123/db`); chDB and bare URLs use `default`."""
@@ -155,11 +153,9 @@ class Store:
     def release_memory(self) -> None:
         """Give the memory the embedded engine has freed back to the OS.
 
-        ClickHouse's allocator (jemalloc) keeps freed pages for reuse, so every insert and
-        merge raised the process's RSS a little more: bench/ingest.py's server peaked at
-        ~1.7 GB. Purged every RELEASE_MEMORY_EVERY seconds, it peaked at ~1.5 GB, with no
-        measurable cost in throughput; a purge with nothing to return takes ~0.3 ms. A
-        ClickHouse server manages its own memory, so this does nothing there.
+        ClickHouse's allocator (jemalloc) keeps freed pages for reuse, which spares the next
+        query the page faults but leaves the process's RSS at its high-water mark (server.py
+        decides when to purge). A ClickHouse server manages its own memory: nothing to do.
         """
         if self.embedded:
             self.command("SYSTEM JEMALLOC PURGE")
