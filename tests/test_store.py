@@ -6,12 +6,13 @@ from tracehouse.server import RELEASE_ABOVE_MB
 from tracehouse.tests.conftest import ServerProcess, wait_for
 
 
-def resident_mb() -> int:
-    with open("/proc/self/status") as status:
+def resident_mb(pid: int | str = "self", field: str = "VmRSS:") -> int:
+    """A process's resident memory now (VmRSS) or at its peak (VmHWM), in MB."""
+    with open(f"/proc/{pid}/status") as status:
         for line in status:
-            if line.startswith("VmRSS:"):
+            if line.startswith(field):
                 return int(line.split()[1]) // 1024
-    raise AssertionError("no VmRSS in /proc/self/status")
+    raise AssertionError(f"no {field} in /proc/{pid}/status")
 
 
 def test_release_memory_returns_what_a_large_query_freed(store):
@@ -31,19 +32,15 @@ def test_the_server_gives_back_memory_above_its_threshold(tmp_path):
     server = ServerProcess(tmp_path / "data")
     try:
         server.wait_ready()
-        status = f"/proc/{server.process.pid}/status"
-
-        def resident(field="VmRSS:") -> int:
-            with open(status) as lines:
-                return next(int(line.split()[1]) // 1024 for line in lines if line.startswith(field))
-
+        pid = server.process.pid
         # ~1 GB of strings: the query's pages, freed when it ends, take the process far
         # above the threshold until the server purges them.
         length = Client(f"http://127.0.0.1:{server.query_port}").sql(
             "SELECT length(arrayStringConcat(arrayMap(i -> repeat('x', 100), range(4000000)))) AS n "
             "FROM tracehouse_model_prices LIMIT 1")
         assert length.column("n").to_pylist() == [400_000_000]
-        assert resident("VmHWM:") > RELEASE_ABOVE_MB + 500
-        wait_for(lambda: resident() < RELEASE_ABOVE_MB, timeout=3, what="the server to purge freed memory")
+        assert resident_mb(pid, "VmHWM:") > RELEASE_ABOVE_MB + 500
+        wait_for(lambda: resident_mb(pid) < RELEASE_ABOVE_MB, timeout=3, what="the server to purge freed memory")
     finally:
-        assert server.stop() == 0
+        exit_code = server.stop()
+    assert exit_code == 0, server.log()
