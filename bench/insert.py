@@ -5,8 +5,9 @@ inserts share the machine. This isolates the inserts: a fresh embedded store (ba
 stopped, so they don't land in the figures), then for each signal a tiny insert (its fixed
 cost: ClickHouse plans the views anew for every insert) and segments of --segment-mib built
 from bench/ingest.py's templates (spans, their GenAI log events, metric points). It prints CPU
-seconds, records/s and MB/s of one insert thread, and the cost per MB beyond the fixed cost,
-so the signals can be compared per byte.
+seconds, records/s and MB/s of one insert thread, the cost per MB beyond the fixed cost, so the
+signals can be compared per byte, and the memory an insert takes at its peak (Linux), which is
+what --batch-max-size and --insert-threads trade against speed.
 
     python bench/insert.py [--segment-mib 16] [--runs 3]
 """
@@ -46,6 +47,25 @@ def timed_insert(store, target, data: bytes, token: str) -> float:
     return time.process_time() - started
 
 
+def _status_mb(field: str) -> float:
+    with open("/proc/self/status") as status:
+        return next(int(line.split()[1]) / 1024 for line in status if line.startswith(field))
+
+
+def insert_peak_mb(store, target, data: bytes, token: str) -> float:
+    """How far one insert raises this process's resident memory at its peak (MB; NaN where
+    /proc cannot reset the peak)."""
+    store.release_memory()
+    try:
+        with open("/proc/self/clear_refs", "w") as refs:
+            refs.write("5")  # resets VmHWM to the current RSS
+        before = _status_mb("VmRSS:")
+    except OSError:
+        return float("nan")
+    store.insert_protobuf(target, data, token)
+    return _status_mb("VmHWM:") - before
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--segment-mib", type=float, default=16.0, help="segment size (default 16, the default --batch-max-size)")
@@ -68,7 +88,7 @@ def main() -> None:
         print(f"one insert thread, segments of {args.segment_mib:g} MiB, background merges stopped; "
               f"fastest of {args.runs}\n")
         print(f"{'signal':14} {'fixed s':>8} {'segment':>9} {'records':>8} {'B/rec':>6} {'CPU s':>6} "
-              f"{'rec/s':>8} {'MB/s':>6} {'s/MB beyond fixed':>18}")
+              f"{'rec/s':>8} {'MB/s':>6} {'s/MB beyond fixed':>18} {'peak MB':>8}")
         # Signals take turns, run by run, so that a slow spell on a shared machine hits them
         # all alike; each signal's fastest run counts.
         built = {}
@@ -81,12 +101,14 @@ def main() -> None:
             for name, (target, tiny, data, _) in built.items():
                 fixed[name].append(timed_insert(store, target, tiny, f"{name}-tiny-{run}"))
                 full[name].append(timed_insert(store, target, data, f"{name}-{run}"))
+        # Memory apart from the timings: the purge before each insert costs its page faults.
+        peak = {name: insert_peak_mb(store, target, data, f"{name}-peak") for name, (target, _, data, _) in built.items()}
         speed = {}
         for name, (_, _, data, records) in built.items():
             cpu, mb = min(full[name]), len(data) / 1e6
             speed[name] = mb / cpu
             print(f"{name:14} {min(fixed[name]):8.2f} {mb:7.1f}MB {records:8,} {len(data) / records:6.0f} {cpu:6.2f} "
-                  f"{records / cpu:8,.0f} {mb / cpu:6.1f} {(cpu - min(fixed[name])) / mb:18.3f}")
+                  f"{records / cpu:8,.0f} {mb / cpu:6.1f} {(cpu - min(fixed[name])) / mb:18.3f} {peak[name]:8,.0f}")
         print(f"\nlogs per byte: {speed['logs'] / speed['spans']:.2f}x the speed of spans")
         store.close()
     finally:
