@@ -332,14 +332,6 @@ def wal_bytes(data_dir: Path) -> int:
     return total
 
 
-def peak_rss_mb(pid: int) -> float:
-    with open(f"/proc/{pid}/status") as status:
-        for line in status:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    return float("nan")
-
-
 def query_fresh(data_dir: Path, sql: str) -> list:
     """SQL on a stopped server's data directory, from a fresh process (chDB: one per dir)."""
     code = ("import json, sys; from tracehouse.storage.store import Store; "
@@ -423,7 +415,8 @@ def main() -> None:
                     raise SystemExit(f"server died:\n{log_path.read_text()[-3000:]}")
                 time.sleep(0.05)
             stored_at = time.time()
-            rss = peak_rss_mb(proc.pid)
+            from tracehouse.server import memory_mb
+            rss = memory_mb("VmHWM", proc.pid) or float("nan")
             proc.send_signal(signal.SIGTERM)
             proc.wait(300)
             rows = query_fresh(data_dir, "SELECT count() FROM otel_traces")[0][0]

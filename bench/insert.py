@@ -47,23 +47,20 @@ def timed_insert(store, target, data: bytes, token: str) -> float:
     return time.process_time() - started
 
 
-def _status_mb(field: str) -> float:
-    with open("/proc/self/status") as status:
-        return next(int(line.split()[1]) / 1024 for line in status if line.startswith(field))
-
-
 def insert_peak_mb(store, target, data: bytes, token: str) -> float:
     """How far one insert raises this process's resident memory at its peak (MB; NaN where
     /proc cannot reset the peak)."""
+    from tracehouse.server import memory_mb
+
     store.release_memory()
     try:
         with open("/proc/self/clear_refs", "w") as refs:
             refs.write("5")  # resets VmHWM to the current RSS
-        before = _status_mb("VmRSS:")
     except OSError:
         return float("nan")
+    before = memory_mb()
     store.insert_protobuf(target, data, token)
-    return _status_mb("VmHWM:") - before
+    return memory_mb("VmHWM") - before
 
 
 def main() -> None:
@@ -102,7 +99,8 @@ def main() -> None:
                 fixed[name].append(timed_insert(store, target, tiny, f"{name}-tiny-{run}"))
                 full[name].append(timed_insert(store, target, data, f"{name}-{run}"))
         # Memory apart from the timings: the purge before each insert costs its page faults.
-        peak = {name: insert_peak_mb(store, target, data, f"{name}-peak") for name, (target, _, data, _) in built.items()}
+        peak = {name: insert_peak_mb(store, target, data, f"{name}-peak")
+                for name, (target, _, data, _) in built.items()}
         speed = {}
         for name, (_, _, data, records) in built.items():
             cpu, mb = min(full[name]), len(data) / 1e6

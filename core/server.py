@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import signal
 
 from .config import Settings
@@ -98,7 +97,7 @@ RELEASE_ABOVE_MB = 768
 async def _release_memory(store: Store) -> None:
     while True:
         await asyncio.sleep(RELEASE_EVERY_S)
-        resident = resident_mb()
+        resident = memory_mb()
         if resident is not None and resident <= RELEASE_ABOVE_MB:  # (unknown: purge anyway)
             continue
         try:
@@ -107,13 +106,17 @@ async def _release_memory(store: Store) -> None:
             log.debug("could not release memory: %s", exc)
 
 
-def resident_mb() -> float | None:
-    """This process's resident memory (Linux; None elsewhere)."""
+def memory_mb(field: str = "VmRSS", pid: int | str = "self") -> float | None:
+    """A process's resident memory now (VmRSS) or at its peak (VmHWM), in MB (Linux's /proc;
+    None elsewhere)."""
     try:
-        with open("/proc/self/statm") as statm:
-            return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
-    except (OSError, ValueError, IndexError):
-        return None
+        with open(f"/proc/{pid}/status") as status:
+            for line in status:
+                if line.startswith(f"{field}:"):
+                    return int(line.split()[1]) / 1024
+    except (OSError, ValueError):
+        pass
+    return None
 
 
 def check_ports_free(host: str, ports: list[tuple[int, str]]) -> None:

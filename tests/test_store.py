@@ -2,30 +2,21 @@
 from __future__ import annotations
 
 from tracehouse.client import Client
-from tracehouse.server import RELEASE_ABOVE_MB
+from tracehouse.server import RELEASE_ABOVE_MB, memory_mb
 from tracehouse.tests.conftest import ServerProcess, wait_for
-
-
-def resident_mb(pid: int | str = "self", field: str = "VmRSS:") -> int:
-    """A process's resident memory now (VmRSS) or at its peak (VmHWM), in MB."""
-    with open(f"/proc/{pid}/status") as status:
-        for line in status:
-            if line.startswith(field):
-                return int(line.split()[1]) // 1024
-    raise AssertionError(f"no {field} in /proc/{pid}/status")
 
 
 def test_release_memory_returns_what_a_large_query_freed(store):
     store.release_memory()
-    before = resident_mb()
+    before = memory_mb()
     # ~100 MB of strings, concatenated: ClickHouse allocates and frees a few hundred MB,
     # and its allocator keeps those pages until purged.
     length = store.command("SELECT length(arrayStringConcat(groupArray(repeat('x', 100)))) FROM numbers(1000000)")
     assert length == 100_000_000
-    grown = resident_mb() - before
+    grown = memory_mb() - before
     assert grown > 150, f"the query did not leave freed memory behind ({grown} MB); the test proves nothing"
     store.release_memory()
-    assert resident_mb() - before < grown / 2  # (without the purge: all of it)
+    assert memory_mb() - before < grown / 2  # (without the purge: all of it)
 
 
 def test_the_server_gives_back_memory_above_its_threshold(tmp_path):
@@ -39,8 +30,8 @@ def test_the_server_gives_back_memory_above_its_threshold(tmp_path):
             "SELECT length(arrayStringConcat(arrayMap(i -> repeat('x', 100), range(4000000)))) AS n "
             "FROM tracehouse_model_prices LIMIT 1")
         assert length.column("n").to_pylist() == [400_000_000]
-        assert resident_mb(pid, "VmHWM:") > RELEASE_ABOVE_MB + 500
-        wait_for(lambda: resident_mb(pid) < RELEASE_ABOVE_MB, timeout=3, what="the server to purge freed memory")
+        assert memory_mb("VmHWM", pid) > RELEASE_ABOVE_MB + 500
+        wait_for(lambda: memory_mb(pid=pid) < RELEASE_ABOVE_MB, timeout=3, what="the server to purge freed memory")
     finally:
         exit_code = server.stop()
     assert exit_code == 0, server.log()
