@@ -113,6 +113,15 @@ def load_logs(store, spans: int, chunk: int) -> None:
                       settings={"max_insert_block_size": 100_000, "max_threads": 2})
 
 
+def backfill_trace_spans(store) -> None:
+    """Serialize the spans of a data dir loaded before tracehouse_trace_spans existed (schema
+    migration 7 leaves older traces to be read from otel_traces), an eighth of the traces at a time."""
+    from tracehouse.storage import trace_spans
+    for part in range(8):
+        store.command(f"INSERT INTO {trace_spans.TABLE} "
+                      + trace_spans.rows_select("otel_traces", f"TraceId != '' AND cityHash64(TraceId) % 8 = {part}"))
+
+
 def load(store, spans: int, chunk: int) -> float:
     now_ms = int(time.time() * 1000)
     traces = spans // 10
@@ -187,6 +196,9 @@ def main() -> int:
     if not store.command("SELECT count() FROM otel_logs"):  # data dirs loaded before the logs were added
         print("loading GenAI log events …", file=sys.stderr)
         load_logs(store, store.command("SELECT count() FROM otel_traces"), args.chunk)
+    if not store.command("SELECT count() FROM tracehouse_trace_spans"):
+        print("serializing the spans of each trace …", file=sys.stderr)
+        backfill_trace_spans(store)
     service = RunningQueryService(collector_settings(data_dir, store.dsn), store)
     client = Client(service.url)
     now_ms = int(time.time() * 1000)

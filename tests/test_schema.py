@@ -185,7 +185,8 @@ def test_migration_6_brings_the_logs_and_metrics_ingest_views_up_to_date(store):
                            "WHERE database = {d:String} AND engine = 'MaterializedView'", parameters={"d": database})
         return dict(rows.result_rows)
 
-    current = views("default")
+    current = {name: select for name, select in views("default").items()
+               if name != "tracehouse_trace_spans_mv"}  # migration 7's
     assert len(current) == 10  # spans: 3, logs: 2, metrics: 5
     assert [name for name, select in views("before_migration_6").items() if select != current[name]] == [
         "tracehouse_ingest_logs_mv"]

@@ -9,15 +9,15 @@ One set of definitions serves both deployments:
 
 Ingest path (DESIGN §5): the collector inserts raw OTLP request bytes into a Null-engine
 staging table in ClickHouse's Protobuf format; a materialized view explodes each request into
-span rows of `otel_traces`, whose GenAI columns are DEFAULT expressions (normalize.py); two
-more views on `otel_traces` keep `otel_traces_trace_id_ts` and the per-trace summary table
-`tracehouse_traces` up to date.
+span rows of `otel_traces`, whose GenAI columns are DEFAULT expressions (normalize.py); three
+more views on `otel_traces` keep `otel_traces_trace_id_ts`, the per-trace summary table
+`tracehouse_traces` and the serialized spans of each trace (`tracehouse_trace_spans`) up to date.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from . import logs_metrics, normalize, otlp_sql
+from . import logs_metrics, normalize, otlp_sql, trace_spans
 
 MIGRATIONS_TABLE = "tracehouse_schema_migrations"
 PRICES_TABLE = "tracehouse_model_prices"
@@ -26,6 +26,7 @@ TRACES_TABLE = "otel_traces"
 TRACE_ID_TS_TABLE = "otel_traces_trace_id_ts"
 TRACE_SUMMARY_TABLE = "tracehouse_traces"
 TRACES_STAGING_TABLE = "tracehouse_ingest_traces"
+TRACE_SPANS_TABLE = trace_spans.TABLE
 ASSESSMENTS_TABLE = "tracehouse_assessments"
 ASSESSMENTS_LATEST_VIEW = "tracehouse_assessments_latest"
 EVAL_JOBS_TABLE = "tracehouse_eval_jobs"
@@ -93,8 +94,8 @@ class Schema:
         days = self.options.retention_days
         return f"TTL {column_expr} + toIntervalDay({int(days)})\n" if days else ""
 
-    def _settings(self, dedup: bool = True, drop_whole_parts: bool = True) -> str:
-        settings = ["index_granularity = 8192", f"ttl_only_drop_parts = {int(drop_whole_parts)}"]
+    def _settings(self, dedup: bool = True, drop_whole_parts: bool = True, granularity: int = 8192) -> str:
+        settings = [f"index_granularity = {granularity}", f"ttl_only_drop_parts = {int(drop_whole_parts)}"]
         if dedup and not self.options.cluster:  # replicated tables deduplicate by default
             settings.append(f"non_replicated_deduplication_window = {int(self.options.dedup_window)}")
         return "SETTINGS " + ", ".join(settings)
@@ -294,6 +295,27 @@ class Schema:
         return self._table(TRACE_SUMMARY_TABLE, columns, self._engine("AggregatingMergeTree"), clauses,
                            sharding_key="cityHash64(TraceId)") + [view]
 
+    def trace_spans(self) -> list[str]:
+        """Each insert's spans of a trace serialized in one value: a trace read is one lookup
+        (trace_spans.py says why and how)."""
+        columns = ",\n".join([
+            "    Project LowCardinality(String)",
+            "    TraceId String CODEC(ZSTD(1))",
+            "    Start DateTime64(9) CODEC(Delta(8), ZSTD(1))",  # of this row's first span; retention counts from it
+            "    SpanCount UInt32",
+            "    Spans String CODEC(ZSTD(1))",
+        ])
+        # Not partitioned: a lookup reads one granule in every part, so fewer parts are faster,
+        # and 256-row granules make that granule small (at 10M spans: 5.7 against 7.8 ms p50).
+        clauses = ("ORDER BY (TraceId, Project)\n" + self._ttl("toDateTime(Start)")
+                   + self._settings(drop_whole_parts=False, granularity=256))
+        view = (
+            f"CREATE MATERIALIZED VIEW IF NOT EXISTS {self.name(TRACE_SPANS_TABLE + '_mv')}{self.on_cluster}\n"
+            f"TO {self.storage_name(TRACE_SPANS_TABLE)}\nAS {trace_spans.rows_select(self.storage_name(TRACES_TABLE))}"
+        )
+        return self._table(TRACE_SPANS_TABLE, columns, self._engine("MergeTree"), clauses,
+                           sharding_key="cityHash64(TraceId)") + [view]
+
     def traces_staging(self) -> list[str]:
         kvs = otlp_sql.key_values_type()
         span = (
@@ -455,6 +477,8 @@ class Schema:
                       logs_metrics.span_content_replacement(self)),
             Migration(6, "logs and metrics ingest views: each attribute rendering analysed once per insert",
                       self.new_queries(*logs_metrics.staging_views(self))),
+            Migration(7, "each trace's spans serialized in one value, for one-lookup trace reads (traces stored "
+                         "before it are read from otel_traces)", self.trace_spans()),
         ]
 
     def new_queries(self, *views: str) -> list[str]:
@@ -472,7 +496,8 @@ class Schema:
 
     # The tables ingest writes to, with the time their retention TTL counts from.
     INGEST_TABLES_TTL = {TRACES_TABLE: "toDateTime(Timestamp)", TRACE_ID_TS_TABLE: "toDateTime(Start)",
-                         TRACE_SUMMARY_TABLE: "toDateTime(Start)", **logs_metrics.TTL_COLUMNS}
+                         TRACE_SUMMARY_TABLE: "toDateTime(Start)", TRACE_SPANS_TABLE: "toDateTime(Start)",
+                         **logs_metrics.TTL_COLUMNS}
 
     def merge_tuning_statements(self, known_settings: set[str]) -> list[str]:
         """Lazier, wider background merges for the ingest tables (those of MERGE_TUNING that the

@@ -125,9 +125,11 @@ class Store:
         with self.connection() as client:
             return client.command(sql, parameters=parameters, settings=settings)
 
-    def query(self, sql: str, parameters: dict | None = None, settings: dict | None = None):
+    def query(self, sql: str, parameters: dict | None = None, settings: dict | None = None,
+              column_formats: dict | None = None):
+        """`column_formats` as clickhouse-connect's (e.g. {"Spans": "bytes"}: a String as bytes)."""
         with self.connection() as client:
-            return client.query(sql, parameters=parameters, settings=settings)
+            return client.query(sql, parameters=parameters, settings=settings, column_formats=column_formats)
 
     def query_arrow(self, sql: str, parameters: dict | None = None, settings: dict | None = None):
         with self.connection() as client:

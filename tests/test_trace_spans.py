@@ -1,0 +1,138 @@
+"""Trace reads from each trace's serialized spans (tracehouse_trace_spans), against reads of
+otel_traces: the same trace either way, whichever of its inserts the table holds."""
+from __future__ import annotations
+
+import pytest
+from opentelemetry import trace as otel_trace
+from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.trace import Link, Status, StatusCode
+
+from tracehouse.query import traces
+from tracehouse.storage import trace_spans
+from tracehouse.storage.schema import Schema, SchemaOptions
+
+T0 = 1_761_000_000_000_000_000
+
+
+@pytest.fixture(scope="module")
+def two_insert_trace(server, store):
+    """One trace sent in two exports, each stored before the next: two rows of the table."""
+    provider = TracerProvider(resource=Resource.create({"service.name": "blob-svc", "tracehouse.project": "blobs",
+                                                        "host.name": "h1"}))
+    provider.add_span_processor(SimpleSpanProcessor(OTLPSpanExporter(endpoint=server.grpc_endpoint, insecure=True)))
+    tracer = provider.get_tracer("tests.blob", "2.1")
+    root = tracer.start_span("agent run ✓", start_time=T0, attributes={
+        "tracehouse.span.type": "AGENT", "tracehouse.tag.tier": "gold", "session.id": "s-1", "user.id": "u-ü",
+        "tracehouse.inputs": '{"question": "why?"}', "tracehouse.outputs": '"because"'})
+    context = otel_trace.set_span_in_context(root)
+    llm = tracer.start_span("chat gpt-4o", context=context, start_time=T0 + 1_000, attributes={
+        "gen_ai.operation.name": "chat", "gen_ai.request.model": "gpt-4o", "gen_ai.provider.name": "openai",
+        "gen_ai.usage.input_tokens": 1200, "gen_ai.usage.output_tokens": 80, "ratio": 0.25, "flags": [True, False]})
+    llm.add_event("gen_ai.choice", {"index": 0, "note": "first"}, timestamp=T0 + 5_000)
+    llm.add_event("retry", {}, timestamp=T0 + 6_000)
+    llm.end(end_time=T0 + 2_000_000)
+    server.wait_stored()
+    unknown = tracer.start_span("chat house-model", context=context, start_time=T0 + 3_000_000,
+                                links=[Link(llm.get_span_context(), {"link.kind": "follows"})],
+                                attributes={"gen_ai.operation.name": "chat", "gen_ai.request.model": "house-model-x",
+                                            "gen_ai.usage.input_tokens": 7})
+    unknown.set_status(Status(StatusCode.ERROR, "model said no"))
+    unknown.end(end_time=T0 + 4_000_000)
+    root.end(end_time=T0 + 5_000_000)
+    provider.shutdown()
+    server.wait_stored()
+    return format(root.get_span_context().trace_id, "032x")
+
+
+def rows_of(store, trace_id):
+    return store.query(f"SELECT Start, SpanCount FROM {trace_spans.TABLE} WHERE TraceId = {{t:String}} ORDER BY Start",
+                       parameters={"t": trace_id}).result_rows
+
+
+def test_each_insert_adds_a_row_and_the_spans_decode_to_what_otel_traces_holds(store, two_insert_trace):
+    assert [count for _, count in rows_of(store, two_insert_trace)] == [2, 1]  # by their first span's start
+    [(project, (count, spans))] = traces.stored_spans(store, two_insert_trace, None).items()
+    assert (project, count, len(spans)) == ("blobs", 3, 3)
+    read = store.query(f"SELECT {traces.SPAN_COLUMNS} FROM otel_traces WHERE TraceId = {{t:String}}",
+                       parameters={"t": two_insert_trace})
+    from_table = sorted((dict(zip(read.column_names, row)) for row in read.result_rows), key=lambda s: s["span_id"])
+    for span in spans:
+        span["project"] = project
+    assert sorted(spans, key=lambda s: s["span_id"]) == from_table
+    llm = next(s for s in spans if s["name"] == "chat gpt-4o")
+    assert llm["events"] == [(T0 + 5_000, "gen_ai.choice", {"index": "0", "note": "first"}), (T0 + 6_000, "retry", {})]
+    assert (llm["input_tokens"], llm["output_tokens"], llm["attributes"]["ratio"], llm["attributes"]["flags"]) == (
+        1200, 80, "0.25", "[true,false]")
+    assert llm["cost_usd"] == pytest.approx((1200 * 2.5 + 80 * 10) / 1e6)
+    unknown = next(s for s in spans if s["name"] == "chat house-model")
+    assert (unknown["cost_usd"], unknown["status_code"], unknown["status_message"]) == (None, "Error", "model said no")
+    assert unknown["links"] == [(two_insert_trace, llm["span_id"], "", {"link.kind": "follows"})]
+    root = next(s for s in spans if s["name"] == "agent run ✓")
+    assert (root["user_id"], root["tags"], root["resource_attributes"]["host.name"]) == ("u-ü", {"tier": "gold"}, "h1")
+
+
+def test_a_trace_reads_the_same_when_its_serialized_spans_are_missing_or_partial(store, two_insert_trace):
+    whole = traces.get_trace(store, two_insert_trace, None)
+    assert (whole["span_count"], [s["name"] for s in whole["spans"]]) == (3, ["agent run ✓"])
+    assert [c["name"] for c in whole["spans"][0]["children"]] == ["chat gpt-4o", "chat house-model"]
+    # Only the first insert's row (the LLM span) left: counts disagree, so otel_traces is read instead.
+    first_start = rows_of(store, two_insert_trace)[0][0]
+    store.command(f"DELETE FROM {trace_spans.TABLE} WHERE TraceId = {{t:String}} AND Start = {{s:DateTime64(9)}}",
+                  parameters={"t": two_insert_trace, "s": first_start})
+    assert [count for _, count in rows_of(store, two_insert_trace)] == [1]
+    assert traces.get_trace(store, two_insert_trace, None) == whole
+    store.command(f"DELETE FROM {trace_spans.TABLE} WHERE TraceId = {{t:String}}", parameters={"t": two_insert_trace})
+    assert traces.get_trace(store, two_insert_trace, None) == whole
+    assert traces.get_trace(store, two_insert_trace, ["other"]) is None
+
+
+def test_a_damaged_value_is_read_from_otel_traces_instead(store, server, caplog):
+    provider = TracerProvider(resource=Resource.create({"service.name": "blob-svc", "tracehouse.project": "blobs2"}))
+    provider.add_span_processor(SimpleSpanProcessor(OTLPSpanExporter(endpoint=server.grpc_endpoint, insecure=True)))
+    span = provider.get_tracer("tests.blob").start_span("lonely", start_time=T0)
+    span.end(end_time=T0 + 1_000)
+    provider.shutdown()
+    server.wait_stored()
+    trace_id = format(span.get_span_context().trace_id, "032x")
+    whole = traces.get_trace(store, trace_id, None)
+    store.command(f"ALTER TABLE {trace_spans.TABLE} UPDATE Spans = substring(Spans, 1, length(Spans) - 3) "
+                  "WHERE TraceId = {t:String} SETTINGS mutations_sync = 2", parameters={"t": trace_id})
+    assert traces.stored_spans(store, trace_id, None) == {}
+    assert "serialized spans cut short after 0 spans" in caplog.text
+    assert traces.get_trace(store, trace_id, None) == whole
+    assert [s["name"] for s in whole["spans"]] == ["lonely"]
+
+
+@pytest.mark.parametrize("blob, message", [
+    (b"\x05ab", "cut short after 0 spans"),    # a String longer than what is left
+    (b"", None),                               # no spans at all
+])
+def test_decode_refuses_what_is_not_whole_rows(blob, message):
+    if message is None:
+        assert trace_spans.decode(blob) == []
+        return
+    with pytest.raises(ValueError, match=message):
+        trace_spans.decode(blob)
+
+
+def test_migration_7_adds_the_table_and_its_view_and_may_be_applied_twice(store):
+    schema = Schema(SchemaOptions(database="before_migration_7"))
+    store.command("CREATE DATABASE IF NOT EXISTS before_migration_7")
+    migrations = {m.version: m for m in schema.migrations()}
+    for version in range(1, 8):
+        for statement in migrations[version].statements:
+            store.command(statement)
+    for statement in migrations[7].statements:
+        store.command(statement)
+    tables = store.query("SELECT name, engine FROM system.tables WHERE database = 'before_migration_7' "
+                         "AND name LIKE 'tracehouse_trace_spans%' ORDER BY name").result_rows
+    assert tables == [("tracehouse_trace_spans", "MergeTree"), ("tracehouse_trace_spans_mv", "MaterializedView")]
+    store.command("INSERT INTO before_migration_7.otel_traces (Timestamp, TraceId, SpanId, SpanName, ServiceName) "
+                  "VALUES (now64(9), 'ab', 's1', 'one', 'svc'), (now64(9), 'ab', 's2', 'two', 'svc')")
+    [(count, blob)] = store.query("SELECT SpanCount, Spans FROM before_migration_7.tracehouse_trace_spans",
+                                  column_formats={"Spans": "bytes"}).result_rows
+    assert count == 2 and sorted(s["name"] for s in trace_spans.decode(blob)) == ["one", "two"]
+    store.command("DROP DATABASE before_migration_7 SYNC")
