@@ -26,7 +26,7 @@ log = logging.getLogger(__name__)
 MAX_RESULTS_LIMIT = 10_000
 
 # For the reads of one request that may run at once (Store lends each its own connection).
-_READS = ThreadPoolExecutor(max_workers=8, thread_name_prefix="tracehouse-read")
+READS = ThreadPoolExecutor(max_workers=8, thread_name_prefix="tracehouse-read")
 
 # MLflow's trace states (OK, ERROR, IN_PROGRESS), as the filter language reads them.
 TRACE_STATE = filters.trace_status("t.")
@@ -267,10 +267,10 @@ def get_trace(store: Store, trace_id: str, allowed_projects: list[str] | None) -
                    f"FROM tracehouse_traces AS t FINAL PREWHERE {' AND '.join(where)}")
     # Four reads on connections of their own, at once: the summary, the serialized spans, their
     # content that came in GenAI log events, and the assessments (at 10M spans: ~72 -> ~20 ms).
-    summary_read = _READS.submit(store.query, summary_sql, params.values)
-    spans_read = _READS.submit(stored_spans, store, trace_id, allowed_projects)
-    logged = _READS.submit(span_content.logged_content, store, [trace_id], allowed_projects)
-    assessed = _READS.submit(assessments.latest, store, [trace_id], allowed_projects)
+    summary_read = READS.submit(store.query, summary_sql, params.values)
+    spans_read = READS.submit(stored_spans, store, trace_id, allowed_projects)
+    logged = READS.submit(span_content.logged_content, store, [trace_id], allowed_projects)
+    assessed = READS.submit(assessments.latest, store, [trace_id], allowed_projects)
     summary = summary_read.result()
     if not summary.result_rows:
         return None

@@ -10,7 +10,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.trace import Link, Status, StatusCode
 
-from tracehouse.query import traces
+from tracehouse.query import jaeger, otlp_out, traces
 from tracehouse.storage import trace_spans
 from tracehouse.storage.schema import Schema, SchemaOptions
 
@@ -136,3 +136,49 @@ def test_migration_7_adds_the_table_and_its_view_and_may_be_applied_twice(store)
                                   column_formats={"Spans": "bytes"}).result_rows
     assert count == 2 and sorted(s["name"] for s in trace_spans.decode(blob)) == ["one", "two"]
     store.command("DROP DATABASE before_migration_7 SYNC")
+
+
+def test_jaeger_and_tempo_read_the_same_spans_with_or_without_the_serialized_ones(store, server):
+    provider = TracerProvider(resource=Resource.create({"service.name": "blob-svc", "tracehouse.project": "blobs3"}))
+    provider.add_span_processor(SimpleSpanProcessor(OTLPSpanExporter(endpoint=server.grpc_endpoint, insecure=True)))
+    tracer = provider.get_tracer("tests.blob")
+    root = tracer.start_span("root", start_time=T0)
+    child = tracer.start_span("child", context=otel_trace.set_span_in_context(root), start_time=T0 + 10,
+                              attributes={"gen_ai.request.model": "gpt-4o"})
+    child.add_event("note", {"n": 1}, timestamp=T0 + 20)
+    child.end(end_time=T0 + 30)
+    server.wait_stored()
+    root.end(end_time=T0 + 40)
+    provider.shutdown()
+    server.wait_stored()
+    trace_id = format(root.get_span_context().trace_id, "032x")
+    jaeger_trace, otlp_json = jaeger.get_trace(store, trace_id, None), tempo_json(store, trace_id)
+    assert [s["operationName"] for s in jaeger_trace["spans"]] == ["root", "child"]
+    assert jaeger_trace["spans"][1]["logs"] == [{"timestamp": (T0 + 20) // 1000, "fields": [
+        {"key": "event", "type": "string", "value": "note"}, {"key": "n", "type": "string", "value": "1"}]}]  # stored as text
+    assert otel_traces_read(store, trace_id) == otlp_out.trace_spans(store, trace_id, None)
+    assert otlp_out.trace_spans(store, trace_id, ["blobs"]) == []
+    store.command(f"DELETE FROM {trace_spans.TABLE} WHERE TraceId = {{t:String}} AND SpanCount = 1",
+                  parameters={"t": trace_id})  # the child's insert: the root's row alone is not the trace
+    assert jaeger.get_trace(store, trace_id, None) == jaeger_trace
+    assert tempo_json(store, trace_id) == otlp_json
+
+
+def tempo_json(store, trace_id):
+    """What Tempo's trace by id answers in JSON."""
+    return otlp_out.to_json(otlp_out.traces_data(otlp_out.trace_spans(store, trace_id, None)))
+
+
+def otel_traces_read(store, trace_id):
+    result = store.query(f"SELECT TraceId AS trace_id, {traces.SPAN_COLUMNS} FROM otel_traces WHERE TraceId = {{t:String}} "
+                         "ORDER BY Timestamp, SpanId", parameters={"t": trace_id})
+    return [dict(zip(result.column_names, row)) for row in result.result_rows]
+
+
+def test_each_field_serializes_as_the_type_the_decoder_reads(store):
+    """RowBinary writes LowCardinality(String) as String; any other difference between an
+    expression's type and the declared one would misread every span after it."""
+    described = store.query("DESCRIBE (SELECT " + ", ".join(f"{expr} AS {name}" for name, expr, _ in trace_spans.FIELDS)
+                            + " FROM otel_traces)").result_rows
+    assert [(row[0], row[1].replace("LowCardinality(String)", "String")) for row in described] == [
+        (name, type_) for name, _, type_ in trace_spans.FIELDS]
