@@ -177,7 +177,10 @@ def stored(store, traces) -> dict:
         "SELECT SpanId FROM otel_traces WHERE TraceId IN {ids:Array(String)}", parameters=ids).result_rows]
     summary = store.query("SELECT TraceId, SpanCount FROM tracehouse_traces FINAL WHERE TraceId IN {ids:Array(String)}",
                           parameters=ids).result_rows
-    return {"count": len(spans), "unique": len(set(spans)), "ids": set(spans), "summary": sorted(summary)}
+    serialized = store.query("SELECT TraceId, sum(SpanCount) FROM tracehouse_trace_spans "
+                             "WHERE TraceId IN {ids:Array(String)} GROUP BY TraceId", parameters=ids).result_rows
+    return {"count": len(spans), "unique": len(set(spans)), "ids": set(spans), "summary": sorted(summary),
+            "serialized": sorted(serialized)}
 
 
 def assert_each_stored_once(store, traces) -> None:
@@ -185,6 +188,7 @@ def assert_each_stored_once(store, traces) -> None:
     assert found["count"] == found["unique"] == len(span_ids(traces))
     assert found["ids"] == set(span_ids(traces))
     assert found["summary"] == sorted((trace_id, len(spans)) for trace_id, spans in traces)
+    assert found["serialized"] == found["summary"]  # each trace's serialized spans: each span once
 
 
 def readyz(running) -> int:
@@ -425,7 +429,8 @@ def stop_cleanly(server: ServerProcess, sig=signal.SIGTERM) -> None:
 
 def stored_span_report(data_dir: Path) -> dict:
     """Span ids and summary consistency of a stopped server's data directory."""
-    [[count, unique, ids, summary_rows, summary_traces, summary_spans, mismatches]] = query_data_dir(data_dir, """
+    [[count, unique, ids, summary_rows, summary_traces, summary_spans, serialized_spans, mismatches]] = query_data_dir(
+        data_dir, """
         SELECT
             (SELECT count() FROM otel_traces),
             (SELECT uniqExact(SpanId) FROM otel_traces),
@@ -433,6 +438,7 @@ def stored_span_report(data_dir: Path) -> dict:
             (SELECT count() FROM tracehouse_traces FINAL),
             (SELECT uniqExact(TraceId) FROM tracehouse_traces FINAL),
             (SELECT sum(SpanCount) FROM tracehouse_traces FINAL),
+            (SELECT sum(SpanCount) FROM tracehouse_trace_spans),
             (SELECT groupArray((TraceId, SpanCount, n)) FROM (
                 SELECT s.TraceId AS TraceId, s.SpanCount AS SpanCount, t.n AS n
                 FROM (SELECT TraceId, SpanCount FROM tracehouse_traces FINAL) AS s
@@ -441,7 +447,8 @@ def stored_span_report(data_dir: Path) -> dict:
                 WHERE s.SpanCount != t.n))
     """)
     return {"count": count, "unique": unique, "ids": set(ids), "summary_rows": summary_rows,
-            "summary_traces": summary_traces, "summary_spans": int(summary_spans), "mismatches": mismatches}
+            "summary_traces": summary_traces, "summary_spans": int(summary_spans),
+            "serialized_spans": int(serialized_spans), "mismatches": mismatches}
 
 
 def assert_stored_exactly_once(report: dict, acked: set[str], sent: set[str]) -> None:
@@ -454,6 +461,7 @@ def assert_stored_exactly_once(report: dict, acked: set[str], sent: set[str]) ->
     # The per-trace summary counts every stored span once: no replay fed it twice.
     assert report["summary_rows"] == report["summary_traces"]
     assert report["summary_spans"] == report["count"]
+    assert report["serialized_spans"] == report["count"]
     assert report["mismatches"] == []
 
 
