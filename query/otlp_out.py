@@ -23,8 +23,8 @@ from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans, Sp
 
 from tracehouse.storage.store import Store
 
-from .filters import ParamCounter
 from . import traces
+from .filters import ParamCounter
 from .traces import QueryError
 
 INT_ATTRIBUTES = frozenset({
