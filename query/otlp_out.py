@@ -117,11 +117,9 @@ def trace_spans(store: Store, trace_id: str, allowed_projects: list[str] | None)
     # SpanCount is a SimpleAggregateFunction(sum): summing partial rows needs no FINAL.
     counts = dict(store.query(f"SELECT Project, sum(SpanCount) FROM tracehouse_traces WHERE {' AND '.join(where)} "
                               "GROUP BY Project", parameters=params.values).result_rows)
-    found = stored.result()
-    if all(found.get(project, (0, []))[0] == count for project, count in counts.items()):
-        rows = [{"trace_id": trace_id, **span, "project": project}
-                for project, (_, spans) in found.items() if project in counts for span in spans]
-        return sorted(rows, key=lambda row: (row["start_time_ns"], row["span_id"]))
+    rows = traces.complete_spans(stored.result(), counts)
+    if rows is not None:
+        return [{"trace_id": trace_id, **row} for row in rows]
     wanted = params.bind(trace_id, "String")
     sql = f"""
 WITH

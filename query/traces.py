@@ -256,6 +256,16 @@ def stored_spans(store: Store, trace_id: str, allowed_projects: list[str] | None
     return found
 
 
+def complete_spans(found: dict[str, tuple[int, list[dict]]], counts: dict[str, int]) -> list[dict] | None:
+    """stored_spans' answer for the projects in `counts` (the summary's span count of each), in
+    start order with their project; None when any project's serialized spans fall short of its
+    count (stored before tracehouse_trace_spans existed, or partly): then read otel_traces."""
+    if any(found.get(project, (0, []))[0] != count for project, count in counts.items()):
+        return None
+    rows = [{**span, "project": project} for project in counts for span in found.get(project, (0, []))[1]]
+    return sorted(rows, key=lambda row: (row["start_time_ns"], row["span_id"]))
+
+
 def get_trace(store: Store, trace_id: str, allowed_projects: list[str] | None) -> dict | None:
     trace_id = hex_id(trace_id, 32, "trace id")
     params = filters.ParamCounter()
@@ -277,15 +287,11 @@ def get_trace(store: Store, trace_id: str, allowed_projects: list[str] | None) -
     trace = dict(zip(summary.column_names, summary.result_rows[0]))
     first_ns, last_ns, span_count = trace.pop("_first_ns"), trace.pop("_last_ns"), trace.pop("_span_count")
     project = trace["project"]
-    stored_count, rows = spans_read.result().get(project, (0, []))
-    if stored_count != span_count:  # stored before tracehouse_trace_spans existed, or partly
+    rows = complete_spans(spans_read.result(), {project: span_count})
+    if rows is None:
         result = store.query(get_trace_sql(bounded_above=last_ns >= first_ns),
                              {"trace_id": trace_id, "projects": [project], "first_ns": first_ns, "last_ns": last_ns})
         rows = [dict(zip(result.column_names, row)) for row in result.result_rows]
-    else:
-        rows.sort(key=lambda row: (row["start_time_ns"], row["span_id"]))
-        for row in rows:
-            row["project"] = project
     for row in rows:
         row["trace_id"] = trace_id
     span_content.apply(rows, logged.result())
