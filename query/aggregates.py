@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from tracehouse.storage.store import Store
 
 from . import filters, metrics
-from .traces import QueryError, project_scope, readable_projects, time_range
+from .traces import QueryError, bucket_floor, project_scope, readable_projects, time_range
 
 SPAN_GROUPS = {
     "model": "if(s.ResponseModel != '', s.ResponseModel, s.RequestModel)",
@@ -66,15 +66,22 @@ def aggregate_sql(query: AggregateQuery, allowed_projects: list[str] | None) -> 
             raise QueryError(f"cannot group {query.level} by {name!r}; use {', '.join(sorted(groups))}{extra}")
     if query.bucket_seconds is not None:
         keys.insert(0, metrics.bucket_key(params, query.bucket_seconds, query.start_ms, query.end_ms, m["time"]))
-    where = [project_scope(params, m["project"], query.projects, allowed_projects)]
-    where += time_range(params, m["time"], query.start_ms, query.end_ms)
+    # Over trace summaries, conditions every partial row of a trace shares go before FINAL (traces.search).
+    keyed = [project_scope(params, m["project"], query.projects, allowed_projects)]
+    if not spans:
+        keyed += bucket_floor(params, query.start_ms)
+    where = time_range(params, m["time"], query.start_ms, query.end_ms)
     if query.filter_string and query.filter_string.strip():
         expr = filters.parse(query.filter_string)
         if spans:
             where.append(f"({filters.compile_span_filter(expr, params)})")
         else:
             scope = filters.Scope(params, readable_projects(query.projects, allowed_projects), query.start_ms)
-            where.append(f"({filters.compile_trace_filter(expr, params, scope)})")
+            on_trace_id, on_merged = filters.split_trace_filter(expr, params, scope)
+            keyed += on_trace_id
+            where += on_merged
+    if spans:
+        where, keyed = keyed + where, []
     columns = [
         "count() AS count",
         f"countIf({m['error']}) AS errors",
@@ -91,7 +98,8 @@ def aggregate_sql(query: AggregateQuery, allowed_projects: list[str] | None) -> 
     select = [f"{sql} AS `{name}`" for name, sql in keys] + columns
     group = f"\nGROUP BY {', '.join(f'`{name}`' for name, _ in keys)}\nORDER BY {', '.join(f'`{name}`' for name, _ in keys)}" \
         if keys else ""
-    return f"SELECT {', '.join(select)}\nFROM {source}\nWHERE {' AND '.join(where)}{group}", params.values
+    prewhere = f"\nPREWHERE {' AND '.join(keyed)}" if keyed else ""
+    return f"SELECT {', '.join(select)}\nFROM {source}{prewhere}\nWHERE {' AND '.join(where) or '1'}{group}", params.values
 
 
 def aggregate(store: Store, query: AggregateQuery, allowed_projects: list[str] | None):

@@ -424,6 +424,28 @@ def compile_trace_filter(expr: Expr, params: ParamCounter, scope: Scope | None =
     return _compile(expr, params, "trace", scope)
 
 
+def split_trace_filter(expr: Expr, params: ParamCounter, scope: Scope | None = None) -> tuple[list[str], list[str]]:
+    """compile_trace_filter's boolean as two lists of conditions that all hold: those on the
+    trace id alone (subqueries over spans, log records, assessments), and the rest.
+
+    The first may run before FINAL merges partial rows (PREWHERE), since every partial row of a
+    trace has its id: then FINAL merges only the matching traces' rows (at 10M spans, with the
+    table in several parts: 130 against 670 ms for a full-text search's 2,577 traces).
+    """
+    key, merged = [], []
+    for item in expr.items if isinstance(expr, And) else [expr]:
+        (key if _on_trace_id(item) else merged).append(f"({_compile(item, params, 'trace', scope)})")
+    return key, merged
+
+
+def _on_trace_id(expr: Expr) -> bool:
+    if isinstance(expr, (And, Or)):
+        return all(_on_trace_id(item) for item in expr.items)
+    if isinstance(expr, Not):
+        return _on_trace_id(expr.item)
+    return FIELDS[expr.field].scope in ("log", "assessment", "trace_spans", "span")
+
+
 def compile_span_filter(expr: Expr, params: ParamCounter) -> str:
     """A boolean over `otel_traces AS s`."""
     return _compile(expr, params, "span")

@@ -156,14 +156,30 @@ def time_range(params, column: str, start_ms: int | None, end_ms: int | None) ->
 
 def fetch_page(store: Store, sql: str, params, query: TraceQuery):
     """One page of `sql` (which has no LIMIT) as a pyarrow Table, and the next page's token."""
+    return split_page(store.query_arrow(page_sql(sql, params, query), parameters=params.values), query)
+
+
+def page_sql(sql: str, params, query: TraceQuery) -> str:
+    """`sql` limited to the page `query` asks for, and one row more (which says another page follows)."""
     if not 1 <= query.max_results <= MAX_RESULTS_LIMIT:
         raise QueryError(f"max_results must be between 1 and {MAX_RESULTS_LIMIT}")
     offset = decode_page_token(query.page_token)
-    sql += f"\nLIMIT {params.bind(query.max_results + 1, 'UInt32')} OFFSET {params.bind(offset, 'UInt64')}"
-    table = store.query_arrow(sql, parameters=params.values)
+    return sql + f"\nLIMIT {params.bind(query.max_results + 1, 'UInt32')} OFFSET {params.bind(offset, 'UInt64')}"
+
+
+def split_page(table, query: TraceQuery):
+    """page_sql's answer as the page and the next page's token (or None)."""
     if table.num_rows <= query.max_results:
         return table, None
-    return table.slice(0, query.max_results), encode_page_token(offset + query.max_results)
+    return table.slice(0, query.max_results), encode_page_token(decode_page_token(query.page_token) + query.max_results)
+
+
+def bucket_floor(params, start_ms: int | None) -> list[str]:
+    """The bound on the summary's Bucket that `Start >= start_ms` implies (Bucket >= the hour of
+    Start: trace_summary.py), for PREWHERE: it keeps the read to the hours that may match."""
+    if start_ms is None:
+        return []
+    return [f"t.Bucket >= toStartOfHour(fromUnixTimestamp64Milli({params.bind(int(start_ms), 'Int64')}), 'UTC')"]
 
 
 def search(store: Store, query: TraceQuery, allowed_projects: list[str] | None):
@@ -173,19 +189,61 @@ def search(store: Store, query: TraceQuery, allowed_projects: list[str] | None):
     projects are intersected with it, never widened.
     """
     params = filters.ParamCounter()
-    # Conditions on the sorting key (Project, TraceId) go to PREWHERE: every partial row of a
-    # trace shares them, so filtering before FINAL merges is exact, and it spares the merge of
-    # everything else. Conditions on merged values (Start, Tags, …) must stay in WHERE.
-    prewhere = project_scope(params, "t.Project", query.projects, allowed_projects)
+    # Conditions on the sorting key (Project, Bucket, TraceId) go to PREWHERE: every partial row
+    # of a trace shares them, so filtering before FINAL merges is exact, and it spares the merge
+    # of everything else. Conditions on merged values (Start, Tags, …) must stay in WHERE.
+    prewhere = [project_scope(params, "t.Project", query.projects, allowed_projects),
+                *bucket_floor(params, query.start_ms)]
     where = ["1", *time_range(params, "t.Start", query.start_ms, query.end_ms)]
+    on_trace_id: list[str] = []
     if query.filter_string and query.filter_string.strip():
-        scope = filters.Scope(params, readable_projects(query.projects, allowed_projects), query.start_ms)
-        where.append(f"({filters.compile_trace_filter(filters.parse(query.filter_string), params, scope)})")
-    sql = (f"SELECT {SUMMARY_COLUMNS}\nFROM tracehouse_traces AS t FINAL\nPREWHERE {prewhere}\n"
-           f"WHERE {' AND '.join(where)}\nORDER BY {_order_clause(query.order_by)}")
-    table, next_token = fetch_page(store, sql, params, query)
+        narrowed = filters.Scope(params, readable_projects(query.projects, allowed_projects), query.start_ms)
+        on_trace_id, on_merged = filters.split_trace_filter(filters.parse(query.filter_string), params, narrowed)
+        prewhere += on_trace_id
+        where += on_merged
+    order = _order_clause(query.order_by)
+    # Conditions on the trace id are subqueries, which every window would run again: a search
+    # with them reads everything, once.
+    if order.startswith("t.Start DESC") and not on_trace_id:
+        table = newest_first(store, params, query, prewhere, where, order)
+    else:
+        sql = summary_select(SUMMARY_COLUMNS, prewhere, where, order)
+        table = store.query_arrow(page_sql(sql, params, query), parameters=params.values)
+    table, next_token = split_page(table, query)
     table = span_content.fill_previews(store, table)  # roots whose content came in GenAI log events
     return assessments.with_assessments(store, table, allowed_projects), next_token
+
+
+def summary_select(columns: str, prewhere: list[str], where: list[str], order: str) -> str:
+    return (f"SELECT {columns}\nFROM tracehouse_traces AS t FINAL\nPREWHERE {' AND '.join(prewhere)}\n"
+            f"WHERE {' AND '.join(where)}\nORDER BY {order}")
+
+
+# A newest-first search reads the newest hours of the summary first: the 2 hours up to the
+# newest trace, then that day, that week, and all of it, until a window holds the whole page
+# (trace_summary.py: a trace in an earlier hour started before the window did).
+NEWEST_FIRST_WINDOWS_H = (2, 24, 24 * 7)
+
+
+def newest_first(store: Store, params, query: TraceQuery, prewhere: list[str], where: list[str], order: str):
+    """page_sql's answer for the search, read window by window."""
+    # The hours of the oldest and newest trace of any project: ClickHouse answers from each
+    # part's min and max (~5 ms at 10M spans; those of the searched projects would read them).
+    oldest, newest = store.query("SELECT toUnixTimestamp(min(Bucket)), toUnixTimestamp(max(Bucket)) "
+                                 "FROM tracehouse_traces").result_rows[0]
+    if query.start_ms is not None:
+        oldest = max(oldest, query.start_ms // 1000 // 3600 * 3600)
+    for hours in NEWEST_FIRST_WINDOWS_H:
+        first = newest - (hours - 1) * 3600
+        if first <= oldest:
+            break
+        sql = summary_select(SUMMARY_COLUMNS, [f"t.Bucket >= toDateTime({params.bind(first, 'Int64')}, 'UTC')",
+                                               *prewhere], where, order)
+        table = store.query_arrow(page_sql(sql, params, query), parameters=params.values)
+        if table.num_rows > query.max_results and table.column("request_time")[-1].as_py() >= first * 1000:
+            return table  # the page and one more row, all started in the window
+    sql = summary_select(SUMMARY_COLUMNS, prewhere, where, order)
+    return store.query_arrow(page_sql(sql, params, query), parameters=params.values)
 
 
 # A span's fields as readers see them: the same names and values whether the spans come from
@@ -324,7 +382,8 @@ def list_sessions(store: Store, projects: list[str] | None, allowed_projects: li
     if not 1 <= max_results <= MAX_RESULTS_LIMIT:
         raise QueryError(f"max_results must be between 1 and {MAX_RESULTS_LIMIT}")
     params = filters.ParamCounter()
-    prewhere = project_scope(params, "t.Project", projects, allowed_projects)  # key column: see search()
+    prewhere = " AND ".join([project_scope(params, "t.Project", projects, allowed_projects),  # see search()
+                             *bucket_floor(params, start_ms)])
     where = ["t.SessionId != ''", *time_range(params, "t.Start", start_ms, end_ms)]
     sql = f"""
 SELECT t.SessionId AS session_id, any(t.Project) AS project, any(t.UserId) AS user_id,

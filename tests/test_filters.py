@@ -6,7 +6,7 @@ import pytest
 
 from tracehouse.query.filters import (And, Comparison, FIELDS, FilterError, Not, Or, ParamCounter, Scope,
                                       compile_log_filter, compile_metric_filter, compile_span_filter, compile_trace_filter,
-                                      parse, trace_status)
+                                      parse, split_trace_filter, trace_status)
 
 PROJECT = "filters-test"
 T0 = 1_750_000_000_000  # ms
@@ -419,3 +419,15 @@ def test_no_value_or_key_reaches_sql_as_text(traces, payload):
     with pytest.raises(FilterError):
         parse(f"trace.total_tokens = {v}")
     assert traces.command("SELECT count() FROM otel_traces WHERE TraceId = {e:String}", parameters={"e": E}) == 1
+
+
+def test_a_trace_filter_splits_into_conditions_on_the_trace_id_and_on_merged_values():
+    params = ParamCounter()
+    key, merged = split_trace_filter(parse(
+        "tags.a = 'x' AND trace.text ILIKE '%y%' AND (span.name = 'a' OR NOT feedback.f = 1) "
+        "AND (span.name = 'b' OR tags.b = 'c')"), params)
+    assert [c.split(" IN (SELECT ")[0] for c in key] == ["(t.TraceId", "((t.TraceId"]
+    assert len(merged) == 2 and merged[0].startswith("(") and "t.Tags" in merged[0] and "t.Tags" in merged[1]
+    assert all(c.startswith("(") and c.endswith(")") for c in key + merged)
+    single_key, single_merged = split_trace_filter(parse("span.name = 'a'"), params)
+    assert len(single_key) == 1 and single_merged == []

@@ -16,15 +16,16 @@ more views on `otel_traces` keep `otel_traces_trace_id_ts`, the per-trace summar
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any, Callable
 
-from . import logs_metrics, normalize, otlp_sql, trace_spans
+from . import logs_metrics, normalize, otlp_sql, trace_spans, trace_summary
 
 MIGRATIONS_TABLE = "tracehouse_schema_migrations"
 PRICES_TABLE = "tracehouse_model_prices"
 PRICES_DICTIONARY = "tracehouse_model_prices_dict"
 TRACES_TABLE = "otel_traces"
 TRACE_ID_TS_TABLE = "otel_traces_trace_id_ts"
-TRACE_SUMMARY_TABLE = "tracehouse_traces"
+TRACE_SUMMARY_TABLE = trace_summary.TABLE
 TRACES_STAGING_TABLE = "tracehouse_ingest_traces"
 TRACE_SPANS_TABLE = trace_spans.TABLE
 ASSESSMENTS_TABLE = "tracehouse_assessments"
@@ -37,8 +38,7 @@ EVAL_LEASES_TABLE = "tracehouse_eval_leases"
 TRACES_PROTO_FILE = "otlp_traces_ingest.proto"
 TRACES_PROTO_MESSAGE = "TracesBatch"
 
-# Root-span input/output previews kept on the trace summary row.
-PREVIEW_CHARS = 1000
+PREVIEW_CHARS = trace_summary.PREVIEW_CHARS
 
 # Background merges re-compress every span and rebuild the skip indexes; under steady ingest
 # they took nearly as much CPU as the inserts. Merging more parts at once, and never narrowing
@@ -61,6 +61,12 @@ class Migration:
     version: int
     description: str
     statements: list[str] = field(default_factory=list)
+    # For a migration that moves data: given a function running a scalar query, the statements
+    # still to run (a start that died half-way finishes the job). Else all of `statements`.
+    plan: Callable[[Callable[..., Any]], list[str]] | None = None
+
+    def pending(self, probe: Callable[..., Any]) -> list[str]:
+        return self.plan(probe) if self.plan else self.statements
 
 
 def quote_ident(name: str) -> str:
@@ -224,76 +230,20 @@ class Schema:
                            sharding_key="cityHash64(TraceId)") + [view]
 
     def trace_summaries(self) -> list[str]:
-        """One row per trace (after merging), so search never groups spans at query time.
-
-        Spans of a trace may arrive in several inserts; each adds a partial row that
-        AggregatingMergeTree merges (readers use FINAL until it has). Root-span fields use
-        max over '' from the other spans, so they fill in whenever the root arrives.
-        """
-        def agg(fn: str, name: str, type_: str) -> str:
-            return f"    {name} SimpleAggregateFunction({fn}, {type_})"
-
-        columns = ",\n".join([
-            "    Project LowCardinality(String)",
-            "    TraceId String",
-            agg("min", "Start", "DateTime64(9)"),
-            agg("max", "End", "DateTime64(9)"),
-            agg("sum", "SpanCount", "UInt64"),
-            agg("sum", "ErrorCount", "UInt64"),
-            agg("sum", "InputTokens", "UInt64"),
-            agg("sum", "OutputTokens", "UInt64"),
-            agg("sum", "TotalTokens", "UInt64"),
-            agg("sum", "CostUsd", "Float64"),
-            agg("max", "RootSpanId", "String"),
-            agg("max", "Name", "String"),
-            agg("max", "ServiceName", "String"),
-            agg("max", "StatusCode", "String"),
-            agg("max", "StatusMessage", "String"),
-            agg("max", "SessionId", "String"),
-            agg("max", "UserId", "String"),
-            agg("max", "InputPreview", "String"),
-            agg("max", "OutputPreview", "String"),
-            agg("maxMap", "Tags", "Map(String, String)"),
-            agg("maxMap", "Metadata", "Map(String, String)"),
-            agg("groupUniqArrayArray", "Models", "Array(String)"),
-            "    INDEX idx_start Start TYPE minmax GRANULARITY 1",
-            "    INDEX idx_session SessionId TYPE bloom_filter(0.01) GRANULARITY 1",
-        ])
+        """The summary table as migration 1 made it, sorted by trace id; migration 8 rebuilds it
+        sorted by time (trace_summary.py)."""
         # Partitioned by a hash of the trace id, not by time: all partial rows of a trace then
         # share a partition, so readers may use FINAL with do_not_merge_across_partitions_select_final
         # (store.READ_SETTINGS), which merges partitions apart and is several times faster. Old
         # rows leave by row-level TTL, since a part mixes times.
         clauses = ("PARTITION BY cityHash64(TraceId) % 8\nORDER BY (Project, TraceId)\n"
                    + self._ttl("toDateTime(Start)") + self._settings(drop_whole_parts=False))
-        root = "ParentSpanId = ''"
         view = (
             f"CREATE MATERIALIZED VIEW IF NOT EXISTS {self.name(TRACE_SUMMARY_TABLE + '_mv')}{self.on_cluster}\n"
-            f"TO {self.storage_name(TRACE_SUMMARY_TABLE)}\nAS SELECT\n"
-            "    Project, TraceId,\n"
-            "    min(Timestamp) AS Start,\n"
-            "    max(addNanoseconds(Timestamp, Duration)) AS End,\n"
-            "    count() AS SpanCount,\n"
-            "    countIf(span.StatusCode = 'Error') AS ErrorCount,\n"
-            "    sum(InputTokens) AS InputTokens, sum(OutputTokens) AS OutputTokens, sum(TotalTokens) AS TotalTokens,\n"
-            "    sum(ifNull(CostUsd, 0)) AS CostUsd,\n"
-            f"    maxIf(SpanId, {root}) AS RootSpanId,\n"
-            f"    maxIf(SpanName, {root}) AS Name,\n"
-            f"    maxIf(ServiceName, {root}) AS ServiceName,\n"
-            f"    maxIf(StatusCode, {root}) AS StatusCode,\n"
-            f"    maxIf(StatusMessage, {root}) AS StatusMessage,\n"
-            "    max(SessionId) AS SessionId,\n"
-            "    max(UserId) AS UserId,\n"
-            f"    maxIf(substringUTF8(Inputs, 1, {PREVIEW_CHARS}), {root}) AS InputPreview,\n"
-            f"    maxIf(substringUTF8(Outputs, 1, {PREVIEW_CHARS}), {root}) AS OutputPreview,\n"
-            "    maxMap(CAST(Tags, 'Map(String, String)')) AS Tags,\n"
-            "    maxMap(CAST(Metadata, 'Map(String, String)')) AS Metadata,\n"
-            "    groupUniqArrayIf(toString(if(ResponseModel != '', ResponseModel, RequestModel)), "
-            "RequestModel != '' OR ResponseModel != '') AS Models\n"
-            # `span.` reads the span's own column where an alias of the same name exists.
-            f"FROM {self.storage_name(TRACES_TABLE)} AS span\nWHERE TraceId != ''\nGROUP BY Project, TraceId"
+            f"TO {self.storage_name(TRACE_SUMMARY_TABLE)}\nAS {trace_summary.partial_rows(self.storage_name(TRACES_TABLE))}"
         )
-        return self._table(TRACE_SUMMARY_TABLE, columns, self._engine("AggregatingMergeTree"), clauses,
-                           sharding_key="cityHash64(TraceId)") + [view]
+        return self._table(TRACE_SUMMARY_TABLE, trace_summary.columns(bucket=False), self._engine("AggregatingMergeTree"),
+                           clauses, sharding_key="cityHash64(TraceId)") + [view]
 
     def trace_spans(self) -> list[str]:
         """Each insert's spans of a trace serialized in one value: a trace read is one lookup
@@ -479,6 +429,9 @@ class Schema:
                       self.new_queries(*logs_metrics.staging_views(self))),
             Migration(7, "each trace's spans serialized in one value, for one-lookup trace reads (traces stored "
                          "before it are read from otel_traces)", self.trace_spans()),
+            Migration(8, "trace summaries sorted by the hour each trace was first seen, for newest-first search "
+                         "(the table is rebuilt and its rows copied)", trace_summary.rebuild(self),
+                      plan=lambda probe: trace_summary.rebuild(self, probe)),
         ]
 
     def new_queries(self, *views: str) -> list[str]:

@@ -49,7 +49,7 @@ METRICS = ProtobufTarget(logs_metrics.METRICS_STAGING_TABLE, logs_metrics.METRIC
                          logs_metrics.METRICS_PROTO_MESSAGE)
 
 # Settings for every statement. FINAL may merge each partition on its own because the
-# summary table keeps all rows of a trace in one partition (schema.trace_summaries).
+# summary table keeps all rows of a trace in one partition (trace_summary.py).
 READ_SETTINGS = {"do_not_merge_across_partitions_select_final": 1}
 
 
@@ -212,7 +212,7 @@ class Store:
             if migration.version in done:
                 continue
             log.info("applying schema migration %d: %s", migration.version, migration.description)
-            for statement in migration.statements:
+            for statement in migration.pending(lambda sql, parameters: self.command(sql, parameters=parameters)):
                 try:
                     self.command(statement)
                 except ClickHouseError as exc:

@@ -31,7 +31,7 @@ from tracehouse.storage.schema import (ASSESSMENTS_LATEST_VIEW, ASSESSMENTS_TABL
 from tracehouse.storage.store import Store
 
 from .. import filters, span_content
-from ..traces import MAX_RESULTS_LIMIT, project_scope, time_range
+from ..traces import MAX_RESULTS_LIMIT, bucket_floor, project_scope, time_range
 from . import assessments
 from .assessments import Assessment
 from .engine import Result
@@ -232,9 +232,12 @@ class EvaluationService:
         where = [project_scope(params, "t.Project", spec.projects, allowed)]
         if spec.trace_ids is not None:
             where.append(f"t.TraceId IN {params.bind(spec.trace_ids, 'Array(String)')}")
+        where += bucket_floor(params, spec.start_ms)
         where_merged = ["1", *time_range(params, "t.Start", spec.start_ms, spec.end_ms)]
         if spec.filter_string and spec.filter_string.strip():
-            where_merged.append(f"({filters.compile_trace_filter(filters.parse(spec.filter_string), params)})")
+            on_trace_id, on_merged = filters.split_trace_filter(filters.parse(spec.filter_string), params)
+            where += on_trace_id
+            where_merged += on_merged
         sql = (f"SELECT t.TraceId FROM tracehouse_traces AS t FINAL PREWHERE {' AND '.join(where)} "
                f"WHERE {' AND '.join(where_merged)} ORDER BY t.Start, t.TraceId "
                f"LIMIT {params.bind(MAX_RESULTS_LIMIT * 10, 'UInt32')}")

@@ -1,0 +1,163 @@
+"""`tracehouse_traces`: one row per trace, so search never groups spans (DESIGN §4).
+
+Spans of a trace may arrive in several inserts; each insert adds a partial row per (project,
+trace), and AggregatingMergeTree merges the partial rows that share a sorting key (readers use
+FINAL until it has). Root-span fields use max over '' from the other spans, so they fill in
+whenever the root arrives.
+
+Time locality (schema migration 8). Search lists traces newest first, and a table sorted by
+trace id made that a scan of every trace of the project (~100 ms at 10M spans). The table is
+now sorted by (Project, Bucket, TraceId) and partitioned by the week of Bucket, where Bucket
+is the hour of the first partial row of the trace. Every partial row of a trace must carry the
+same Bucket, or FINAL would not merge them: `tracehouse_trace_buckets` remembers each trace's
+Bucket (an EmbeddedRocksDB key-value table, which a direct join reads by key in microseconds,
+where a MergeTree lookup of an insert's thousand trace ids would read a granule for each), and
+later partial rows take it from there. Two facts follow, and readers rely on them:
+
+  * Bucket >= toStartOfHour(Start): the first partial row started no earlier than the trace;
+  * Start < Bucket + 1 hour: the trace started no later than its first partial row.
+
+So a lower bound on Start bounds Bucket (`bucket_floor`), and every trace whose Bucket is
+before an hour C started before C: a newest-first page read from the buckets since C is exact
+once its last row started at C or later (query/traces.py). A key is forgotten a day after the
+trace's last partial row (`BUCKET_TTL_S`); a partial row that arrives later starts a row of its
+own, which both facts still hold for.
+"""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Callable
+
+if TYPE_CHECKING:
+    from .schema import Schema
+
+TABLE = "tracehouse_traces"
+BUCKETS_TABLE = "tracehouse_trace_buckets"
+PARKED_TABLE = "tracehouse_traces_v7"  # the table before migration 8, while it is copied
+BUCKET_TTL_S = 86_400
+
+PREVIEW_CHARS = 1000  # root-span input/output previews kept on the row
+
+_ROOT = "ParentSpanId = ''"
+
+# (column, aggregate that merges partial rows, type, expression over one insert's spans).
+AGGREGATES: list[tuple[str, str, str, str]] = [
+    ("Start", "min", "DateTime64(9)", "min(Timestamp)"),
+    ("End", "max", "DateTime64(9)", "max(addNanoseconds(Timestamp, Duration))"),
+    ("SpanCount", "sum", "UInt64", "count()"),
+    ("ErrorCount", "sum", "UInt64", "countIf(span.StatusCode = 'Error')"),
+    ("InputTokens", "sum", "UInt64", "sum(InputTokens)"),
+    ("OutputTokens", "sum", "UInt64", "sum(OutputTokens)"),
+    ("TotalTokens", "sum", "UInt64", "sum(TotalTokens)"),
+    ("CostUsd", "sum", "Float64", "sum(ifNull(CostUsd, 0))"),
+    ("RootSpanId", "max", "String", f"maxIf(SpanId, {_ROOT})"),
+    ("Name", "max", "String", f"maxIf(SpanName, {_ROOT})"),
+    ("ServiceName", "max", "String", f"maxIf(ServiceName, {_ROOT})"),
+    ("StatusCode", "max", "String", f"maxIf(StatusCode, {_ROOT})"),
+    ("StatusMessage", "max", "String", f"maxIf(StatusMessage, {_ROOT})"),
+    ("SessionId", "max", "String", "max(SessionId)"),
+    ("UserId", "max", "String", "max(UserId)"),
+    ("InputPreview", "max", "String", f"maxIf(substringUTF8(Inputs, 1, {PREVIEW_CHARS}), {_ROOT})"),
+    ("OutputPreview", "max", "String", f"maxIf(substringUTF8(Outputs, 1, {PREVIEW_CHARS}), {_ROOT})"),
+    ("Tags", "maxMap", "Map(String, String)", "maxMap(CAST(Tags, 'Map(String, String)'))"),
+    ("Metadata", "maxMap", "Map(String, String)", "maxMap(CAST(Metadata, 'Map(String, String)'))"),
+    ("Models", "groupUniqArrayArray", "Array(String)",
+     "groupUniqArrayIf(toString(if(ResponseModel != '', ResponseModel, RequestModel)), "
+     "RequestModel != '' OR ResponseModel != '')"),
+]
+NAMES = [name for name, *_ in AGGREGATES]
+
+
+def columns(bucket: bool) -> str:
+    defs = ["    Project LowCardinality(String)", "    TraceId String"]
+    if bucket:
+        defs.append("    Bucket DateTime")
+    defs += [f"    {name} SimpleAggregateFunction({fn}, {type_})" for name, fn, type_, _ in AGGREGATES]
+    defs += ["    INDEX idx_start Start TYPE minmax GRANULARITY 1",
+             "    INDEX idx_session SessionId TYPE bloom_filter(0.01) GRANULARITY 1"]
+    if bucket:  # trace-by-id reads, now that TraceId is no longer the key's second column
+        defs.append("    INDEX idx_trace_id TraceId TYPE bloom_filter(0.01) GRANULARITY 1")
+    return ",\n".join(defs)
+
+
+def partial_rows(spans: str) -> str:
+    """Each insert's partial row of every (project, trace) among `spans` (otel_traces)."""
+    # `span.` reads the span's own column where an alias of the same name exists.
+    aggregates = "".join(f"    {expr} AS {name},\n" for name, _, _, expr in AGGREGATES).rstrip(",\n")
+    return (f"SELECT\n    Project, TraceId,\n{aggregates}\n"
+            f"FROM {spans} AS span\nWHERE TraceId != ''\nGROUP BY Project, TraceId")
+
+
+def bucket_key(trace_id: str, project: str) -> str:
+    return f"concat({trace_id}, '/', {project})"  # trace ids are hex: no '/' in them
+
+
+def statements(schema: Schema) -> list[str]:
+    """The table, the bucket memory and the two views that fill them."""
+    table = schema.storage_name(TABLE)
+    buckets = schema.name(BUCKETS_TABLE)  # each node's own: a trace's rows all live on one shard
+    clauses = ("PARTITION BY toMonday(Bucket)\nORDER BY (Project, Bucket, TraceId)\n"
+               + schema._ttl("toDateTime(Start)") + schema._settings(drop_whole_parts=False))
+    memory = (f"CREATE TABLE IF NOT EXISTS {buckets}{schema.on_cluster}\n"
+              "(\n    Key String,\n    Bucket DateTime\n)\n"
+              f"ENGINE = EmbeddedRocksDB({BUCKET_TTL_S})\nPRIMARY KEY Key")
+    remember = (f"CREATE MATERIALIZED VIEW IF NOT EXISTS {schema.name(BUCKETS_TABLE + '_mv')}{schema.on_cluster}\n"
+                f"TO {buckets}\nAS SELECT {bucket_key('TraceId', 'Project')} AS Key, Bucket\nFROM {table}")
+    carried = ", ".join(f"p.{name} AS {name}" for name in NAMES)
+    fill = (
+        f"CREATE MATERIALIZED VIEW IF NOT EXISTS {schema.name(TABLE + '_mv')}{schema.on_cluster}\n"
+        f"TO {table}\nAS SELECT\n"
+        "    p.Project AS Project, p.TraceId AS TraceId,\n"
+        "    if(b.Key != '', b.Bucket, toStartOfHour(toDateTime(p.Start), 'UTC')) AS Bucket,\n"
+        f"    {carried}\n"
+        f"FROM (\n{partial_rows(schema.storage_name('otel_traces'))}\n) AS p\n"
+        f"LEFT JOIN {buckets} AS b ON {bucket_key('p.TraceId', 'p.Project')} = b.Key\n"
+        "SETTINGS join_algorithm = 'direct'"
+    )
+    return schema._table(TABLE, columns(bucket=True), schema._engine("AggregatingMergeTree"), clauses,
+                         sharding_key="cityHash64(TraceId)") + [memory, remember, fill]
+
+
+def rebuild(schema: Schema, probe: Callable[[str, dict[str, Any]], Any] | None = None) -> list[str]:
+    """Migration 8: the table as `statements` makes it, with the rows of the one before.
+
+    Without `probe`, every step. With it (a function running a scalar query with parameters), the steps still
+    to do, so a start that died half-way through finishes the job on the next start. The copy
+    runs into an emptied table, so it never counts a row twice; rows ingested into the new
+    table while it runs would be lost with that, so on a cluster, stop the collectors while
+    `tracehouse migrate` runs this migration.
+    """
+    db = schema.options.database
+    on_cluster = schema.on_cluster
+
+    def exists(table: str, column: str | None = None) -> bool:
+        if probe is None:
+            return True
+        if column is None:
+            sql = "SELECT count() FROM system.tables WHERE database = {db:String} AND name = {t:String}"
+        else:
+            sql = ("SELECT count() FROM system.columns WHERE database = {db:String} AND table = {t:String} "
+                   "AND name = {c:String}")
+        return bool(probe(sql, {"db": db, "t": table, "c": column or ""}))
+
+    local = (TABLE + "_local") if schema.options.cluster else TABLE
+    parked_local = (PARKED_TABLE + "_local") if schema.options.cluster else PARKED_TABLE
+    steps: list[str] = []
+    if probe is None or (exists(local) and not exists(local, "Bucket")):
+        steps.append(f"DROP VIEW IF EXISTS {schema.name(TABLE + '_mv')}{on_cluster}")
+        if schema.options.cluster:
+            steps.append(f"DROP TABLE IF EXISTS {schema.name(TABLE)}{on_cluster}")
+        steps.append(f"RENAME TABLE {schema.name(local)} TO {schema.name(parked_local)}{on_cluster}")
+        steps += schema.distributed(PARKED_TABLE, "cityHash64(TraceId)")
+    parked = probe is None or bool(steps) or exists(parked_local)
+    steps += statements(schema)
+    if parked:
+        names = ", ".join(["Project", "TraceId", *NAMES])
+        steps += [
+            f"TRUNCATE TABLE IF EXISTS {schema.storage_name(TABLE)}{on_cluster}",
+            f"INSERT INTO {schema.name(TABLE)} ({names}, Bucket)\n"
+            f"SELECT {names}, toStartOfHour(toDateTime(Start), 'UTC') FROM {schema.name(PARKED_TABLE)} FINAL",
+        ]
+        if schema.options.cluster:
+            steps.append(f"DROP TABLE IF EXISTS {schema.name(PARKED_TABLE)}{on_cluster}")
+        steps.append(f"DROP TABLE IF EXISTS {schema.name(parked_local)}{on_cluster}")
+    return steps

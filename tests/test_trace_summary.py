@@ -1,0 +1,201 @@
+"""The trace summary sorted by time (trace_summary.py): every partial row of a trace lands in
+the hour its first one did, so FINAL merges them; newest-first search read hour window by
+window gives exactly the pages one read of everything gives; migration 8 keeps every row."""
+from __future__ import annotations
+
+import pytest
+from opentelemetry import trace as otel_trace
+from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+
+from tracehouse.query import traces
+from tracehouse.storage import trace_summary
+from tracehouse.storage.schema import Schema, SchemaOptions
+
+HOUR_S = 3600
+H = 1_761_001_200  # an hour boundary (unix seconds)
+
+
+def test_partial_rows_in_other_hours_join_the_first_ones_bucket(server, store):
+    """Three exports of one trace, each stored before the next: a child just before the hour, a
+    child just after it, then the root, which started two hours earlier still."""
+    provider = TracerProvider(resource=Resource.create({"service.name": "svc", "tracehouse.project": "buckets"}))
+    provider.add_span_processor(SimpleSpanProcessor(OTLPSpanExporter(endpoint=server.grpc_endpoint, insecure=True)))
+    tracer = provider.get_tracer("tests.buckets")
+    ns = 1_000_000_000
+    root = tracer.start_span("agent", start_time=(H - 2 * HOUR_S - 10) * ns, attributes={"tracehouse.tag.tier": "gold"})
+    context = otel_trace.set_span_in_context(root)
+    for offset_s in (-1, 5):
+        child = tracer.start_span("step", context=context, start_time=(H + offset_s) * ns)
+        child.end(end_time=(H + offset_s + 1) * ns)
+        server.wait_stored()
+    root.end(end_time=(H + 60) * ns)
+    provider.shutdown()
+    server.wait_stored()
+    trace_id = format(root.get_span_context().trace_id, "032x")
+
+    partial = store.query("SELECT toUnixTimestamp(Bucket), SpanCount, Name FROM tracehouse_traces WHERE TraceId = {t:String} "
+                          "ORDER BY Start DESC", parameters={"t": trace_id}).result_rows
+    assert partial == [(H - HOUR_S, 1, ""), (H - HOUR_S, 1, ""), (H - HOUR_S, 1, "agent")]
+    merged = store.query("SELECT toUnixTimestamp(Bucket), toUnixTimestamp(Start), SpanCount, Name, Tags FROM tracehouse_traces FINAL "
+                         "WHERE TraceId = {t:String}", parameters={"t": trace_id}).result_rows
+    assert merged == [(H - HOUR_S, H - 2 * HOUR_S - 10, 3, "agent", {"tier": "gold"})]
+    page, _ = traces.search(store, traces.TraceQuery(projects=["buckets"], start_ms=(H - 3 * HOUR_S) * 1000), None)
+    assert page.select(["trace_id", "span_count", "request_time"]).to_pylist() == [
+        {"trace_id": trace_id, "span_count": 3, "request_time": (H - 2 * HOUR_S - 10) * 1000}]
+    page, _ = traces.search(store, traces.TraceQuery(projects=["buckets"], start_ms=(H - 2 * HOUR_S) * 1000), None)
+    assert page.num_rows == 0  # it started before that
+
+
+# Later than any other test's spans: the newest hours of the store are these traces'.
+NOW_S = 1_900_000_800  # an hour boundary in 2030
+SPREAD = """
+INSERT INTO otel_traces (Timestamp, TraceId, SpanId, ParentSpanId, SpanName, ServiceName, Duration, ResourceAttributes,
+                         SpanAttributes)
+SELECT fromUnixTimestamp64Milli(toInt64(({now:Int64} - t * t * 13 + j) * 1000)),
+       lower(hex(MD5(concat('w', toString(t))))), substring(lower(hex(MD5(concat('ws', toString(t), '-', toString(j))))), 1, 16),
+       if(j = 0, '', substring(lower(hex(MD5(concat('ws', toString(t), '-0')))), 1, 16)),
+       if(j = 0, 'root', 'step'), 'svc', toUInt64((100 + t % 7 * 400) * 1000000),
+       map('tracehouse.project', 'windows'),
+       if(j = 0, map('tracehouse.tag.tier', ['gold', 'silver', 'bronze'][t % 3 + 1]), map())
+FROM (SELECT intDiv(number, 2) AS t, number % 2 AS j FROM numbers(2 * {traces:UInt32}))"""
+
+
+@pytest.fixture(scope="module")
+def spread(store):
+    """400 traces of two spans, their starts ever further apart into the past (the newest 2
+    hours hold a few dozen, the oldest are weeks old), and one whose root came last: its
+    first spans in the newest hour, its root (and start) three hours before that."""
+    store.command(SPREAD, parameters={"now": NOW_S, "traces": 400})
+    late = "00000000000000000000000000000abc"
+    store.command("INSERT INTO otel_traces (Timestamp, TraceId, SpanId, ParentSpanId, SpanName, ServiceName, "
+                  "ResourceAttributes) VALUES (fromUnixTimestamp({t:Int64}), {id:String}, 'c1', 'r1', 'step', 'svc', "
+                  "map('tracehouse.project', 'windows'))", parameters={"t": NOW_S - 60, "id": late})
+    store.command("INSERT INTO otel_traces (Timestamp, TraceId, SpanId, ParentSpanId, SpanName, ServiceName, "
+                  "ResourceAttributes, SpanAttributes) VALUES (fromUnixTimestamp({t:Int64}), {id:String}, 'r1', '', "
+                  "'root', 'svc', map('tracehouse.project', 'windows'), map('tracehouse.tag.tier', 'gold'))",
+                  parameters={"t": NOW_S - 3 * HOUR_S, "id": late})
+    return late
+
+
+def everything(store, condition: str = "1", start_s: int | None = None) -> list[str]:
+    """The reference: one read of every merged row, newest first."""
+    since = "" if start_s is None else f" AND Start >= fromUnixTimestamp({int(start_s)})"
+    return [trace_id for (trace_id,) in store.query(
+        f"SELECT TraceId FROM tracehouse_traces FINAL WHERE Project = 'windows' AND {condition}{since} "
+        "ORDER BY Start DESC, TraceId").result_rows]
+
+
+def all_pages(store, page_size: int, filter_string: str | None = None, start_s: int | None = None,
+              pages: int = 1000) -> list[str]:
+    ids, token = [], None
+    for _ in range(pages):
+        query = traces.TraceQuery(projects=["windows"], filter_string=filter_string, max_results=page_size,
+                                  page_token=token, start_ms=None if start_s is None else start_s * 1000)
+        page, token = traces.search(store, query, None)
+        ids += page.column("trace_id").to_pylist()
+        if token is None:
+            break
+    return ids
+
+
+@pytest.mark.parametrize("page_size", [37, 1000])
+@pytest.mark.parametrize("filter_string, condition", [
+    (None, "1"),
+    ("tags.tier = 'gold'", "Tags['tier'] = 'gold'"),
+    ("trace.execution_time_ms > 1000", "dateDiff('millisecond', Start, End) > 1000"),
+    # A condition on spans runs before FINAL (PREWHERE), the other after it; no windows then.
+    ("span.name = 'step' AND tags.tier != 'silver'",
+     "TraceId IN (SELECT TraceId FROM otel_traces WHERE SpanName = 'step') AND Tags['tier'] != 'silver'"),
+])
+def test_newest_first_pages_read_by_window_equal_one_read_of_everything(store, spread, page_size, filter_string,
+                                                                        condition):
+    expected = everything(store, condition)
+    assert len(expected) > 100  # more than the newest week holds
+    if "span." in (filter_string or ""):
+        assert len(expected) == 400 - 133 + 1  # all but the silver tier, and the late trace
+    assert all_pages(store, page_size, filter_string) == expected
+    start_s = NOW_S - 30 * HOUR_S
+    assert all_pages(store, page_size, filter_string, start_s) == everything(store, condition, start_s)
+
+
+def test_the_late_root_sorts_by_its_own_start(store, spread):
+    ids = everything(store)
+    newest_two_hours = everything(store, "1", NOW_S - 2 * HOUR_S)
+    assert spread not in newest_two_hours and ids.index(spread) > len(newest_two_hours)
+    assert all_pages(store, 5, pages=7) == ids[:35]
+
+
+def test_a_first_page_in_the_newest_hours_is_one_read(store, spread, monkeypatch):
+    reads = []
+    query_arrow = store.query_arrow
+
+    def counted(sql, *args, **kwargs):
+        if "FROM tracehouse_traces AS t FINAL" in sql:
+            reads.append(sql)
+        return query_arrow(sql, *args, **kwargs)
+
+    monkeypatch.setattr(store, "query_arrow", counted)
+    page, token = traces.search(store, traces.TraceQuery(projects=["windows"], max_results=5), None)
+    assert page.column("trace_id").to_pylist() == everything(store)[:5] and token is not None
+    assert len(reads) == 1 and "PREWHERE t.Bucket >= toDateTime(" in reads[0]
+    reads.clear()
+    page, _ = traces.search(store, traces.TraceQuery(projects=["windows"], max_results=300), None)  # the week's
+    assert page.column("trace_id").to_pylist() == everything(store)[:300]
+    assert len(reads) == 4  # 2 hours, a day, a week: short; then all of it
+
+
+def database_before_8(store, name: str) -> tuple[Schema, dict]:
+    schema = Schema(SchemaOptions(database=name))
+    store.command(f"CREATE DATABASE IF NOT EXISTS {name}")
+    migrations = {m.version: m for m in schema.migrations()}
+    for version in range(1, 8):
+        for statement in migrations[version].statements:
+            store.command(statement)
+    insert = (f"INSERT INTO {name}.otel_traces (Timestamp, TraceId, SpanId, ParentSpanId, SpanName, ServiceName, "
+              "SpanAttributes) VALUES (fromUnixTimestamp({t:Int64}), {id:String}, {s:String}, {p:String}, {n:String}, "
+              "'svc', map('tracehouse.tag.k', {n:String}))")
+    for trace_id, span, parent, span_name, at in [("t1", "c", "r", "child", H + 10), ("t2", "r", "", "solo", H - 99),
+                                                  ("t1", "r", "", "root", H - 30)]:
+        store.command(insert, parameters={"t": at, "id": trace_id, "s": span, "p": parent, "n": span_name})
+    return schema, migrations
+
+
+def merged_rows(store, database: str, table: str = "tracehouse_traces") -> list[tuple]:
+    names = ", ".join(["Project", "TraceId", *trace_summary.NAMES])
+    return store.query(f"SELECT {names} FROM {database}.{table} FINAL ORDER BY TraceId").result_rows
+
+
+@pytest.mark.parametrize("died_after", [None, 2, 6])
+def test_migration_8_rebuilds_the_table_with_every_row_and_may_finish_a_start_that_died(store, died_after):
+    """Migration 8 on a version-7 data dir whose trace t1 has partial rows in two hours; also
+    when a start died after its first `died_after` statements."""
+    database = f"before_migration_8_{died_after}"
+    schema, migrations = database_before_8(store, database)
+    before = merged_rows(store, database)
+    assert [(r[1], r[4]) for r in before] == [("t1", 2), ("t2", 1)]
+
+    def probe(sql, parameters):
+        return store.command(sql, parameters=parameters)
+
+    if died_after is not None:
+        for statement in migrations[8].pending(probe)[:died_after]:
+            store.command(statement)
+    for _ in range(2):  # and once more: nothing left to do, nothing copied twice
+        for statement in migrations[8].pending(probe):
+            store.command(statement)
+        assert merged_rows(store, database) == before
+    tables = store.query("SELECT name, engine FROM system.tables WHERE database = {d:String} "
+                         "AND name LIKE 'tracehouse_trace%' AND name NOT LIKE 'tracehouse_trace_spans%' ORDER BY name",
+                         parameters={"d": database}).result_rows
+    assert tables == [("tracehouse_trace_buckets", "EmbeddedRocksDB"), ("tracehouse_trace_buckets_mv", "MaterializedView"),
+                      ("tracehouse_traces", "AggregatingMergeTree"), ("tracehouse_traces_mv", "MaterializedView")]
+    buckets = store.query(f"SELECT TraceId, toUnixTimestamp(Bucket) FROM {database}.tracehouse_traces ORDER BY TraceId").result_rows
+    assert buckets == [("t1", H - HOUR_S), ("t2", H - HOUR_S)]  # the hour each trace started in
+    # A span of t1 arriving now, in a later hour, joins the copied row.
+    store.command(f"INSERT INTO {database}.otel_traces (Timestamp, TraceId, SpanId, ParentSpanId, SpanName, ServiceName) "
+                  "VALUES (fromUnixTimestamp({t:Int64}), 't1', 'c2', 'r', 'late', 'svc')", parameters={"t": H + 7200})
+    assert [(r[1], r[4]) for r in merged_rows(store, database)] == [("t1", 3), ("t2", 1)]
+    store.command(f"DROP DATABASE {database} SYNC")
