@@ -48,6 +48,13 @@ def test_every_statement_is_valid_clickhouse_sql(store, options):
         assert "FROM `observability`.`otel_logs_local`" in text.split("tracehouse_span_content_local` ON CLUSTER")[-1]
         assert ("Distributed(`prod_cluster`, `observability`, `tracehouse_span_content_local`, cityHash64(TraceId))"
                 in text)
+        # Migration 8: the summary rebuilt on every shard; each node remembers its own traces' buckets.
+        assert ("RENAME TABLE `observability`.`tracehouse_traces_local` TO `observability`.`tracehouse_traces_v7_local` "
+                "ON CLUSTER `prod_cluster`") in text
+        assert ("CREATE TABLE IF NOT EXISTS `observability`.`tracehouse_trace_buckets` ON CLUSTER `prod_cluster`"
+                in text) and "ENGINE = EmbeddedRocksDB(86400)" in text
+        assert ("TO `observability`.`tracehouse_traces_local`\nAS SELECT\n    p.Project AS Project" in text
+                and "LEFT JOIN `observability`.`tracehouse_trace_buckets` AS b" in text)
 
 
 def test_otel_traces_keeps_the_exporter_columns(store):

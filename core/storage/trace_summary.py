@@ -19,9 +19,15 @@ later partial rows take it from there. Two facts follow, and readers rely on the
 
 So a lower bound on Start bounds Bucket (`bucket_floor`), and every trace whose Bucket is
 before an hour C started before C: a newest-first page read from the buckets since C is exact
-once its last row started at C or later (query/traces.py). A key is forgotten a day after the
-trace's last partial row (`BUCKET_TTL_S`); a partial row that arrives later starts a row of its
-own, which both facts still hold for.
+once its last row started at C or later (query/traces.py).
+
+Where a trace may still get two rows (each exact by both facts, but listed twice by search):
+  * its spans arrive more than a day apart: a key is forgotten a day after the trace's last
+    partial row (`BUCKET_TTL_S`), so the table stays the size of a day of traces (38 MB for 1M);
+  * two inserts running at once (`--insert-threads`, or two collectors) hold spans of the same
+    new trace that started in different hours: neither finds the other's key;
+  * on a cluster, each node has its own key-value table, and a later insert of the trace's
+    spans lands on another replica of its shard.
 """
 from __future__ import annotations
 
@@ -87,6 +93,15 @@ def partial_rows(spans: str) -> str:
             f"FROM {spans} AS span\nWHERE TraceId != ''\nGROUP BY Project, TraceId")
 
 
+def merged_rows(prewhere: str) -> str:
+    """The rows of the traces `prewhere` picks, each trace's partial rows merged into one by
+    GROUP BY rather than FINAL: one row even for a trace the table holds in two buckets (see
+    above), at the cost of grouping, which suits a read of a few traces."""
+    merged = ", ".join(f"{fn}({name}) AS {name}" for name, fn, _, _ in AGGREGATES)
+    return (f"SELECT Project, TraceId, min(Bucket) AS Bucket, {merged}\nFROM {TABLE}\nPREWHERE {prewhere}\n"
+            "GROUP BY Project, TraceId")
+
+
 def bucket_key(trace_id: str, project: str) -> str:
     return f"concat({trace_id}, '/', {project})"  # trace ids are hex: no '/' in them
 
@@ -100,18 +115,26 @@ def statements(schema: Schema) -> list[str]:
     memory = (f"CREATE TABLE IF NOT EXISTS {buckets}{schema.on_cluster}\n"
               "(\n    Key String,\n    Bucket DateTime\n)\n"
               f"ENGINE = EmbeddedRocksDB({BUCKET_TTL_S})\nPRIMARY KEY Key")
-    remember = (f"CREATE MATERIALIZED VIEW IF NOT EXISTS {schema.name(BUCKETS_TABLE + '_mv')}{schema.on_cluster}\n"
-                f"TO {buckets}\nAS SELECT {bucket_key('TraceId', 'Project')} AS Key, Bucket\nFROM {table}")
+    spans = schema.storage_name("otel_traces")
+    # The trace's bucket if the key-value table knows it, else the hour of this insert's spans.
+    known = (f"LEFT JOIN {buckets} AS b ON {bucket_key('p.TraceId', 'p.Project')} = b.Key\n"
+             "SETTINGS join_algorithm = 'direct'")
+    bucket = "if(b.Key != '', b.Bucket, toStartOfHour(toDateTime(p.Start), 'UTC')) AS Bucket"
+    # Each insert's buckets are written before its summary rows (this view comes before the
+    # summary's by name and by creation). Two inserts at once with spans of one new trace then
+    # disagree only if both read the key before either wrote it, milliseconds apart, rather
+    # than anywhere in the second or so an insert takes.
+    remember = (
+        f"CREATE MATERIALIZED VIEW IF NOT EXISTS {schema.name(BUCKETS_TABLE + '_mv')}{schema.on_cluster}\n"
+        f"TO {buckets}\nAS SELECT {bucket_key('p.TraceId', 'p.Project')} AS Key, {bucket}\n"
+        f"FROM (\nSELECT Project, TraceId, min(Timestamp) AS Start\nFROM {spans}\nWHERE TraceId != ''\n"
+        f"GROUP BY Project, TraceId\n) AS p\n{known}"
+    )
     carried = ", ".join(f"p.{name} AS {name}" for name in NAMES)
     fill = (
         f"CREATE MATERIALIZED VIEW IF NOT EXISTS {schema.name(TABLE + '_mv')}{schema.on_cluster}\n"
-        f"TO {table}\nAS SELECT\n"
-        "    p.Project AS Project, p.TraceId AS TraceId,\n"
-        "    if(b.Key != '', b.Bucket, toStartOfHour(toDateTime(p.Start), 'UTC')) AS Bucket,\n"
-        f"    {carried}\n"
-        f"FROM (\n{partial_rows(schema.storage_name('otel_traces'))}\n) AS p\n"
-        f"LEFT JOIN {buckets} AS b ON {bucket_key('p.TraceId', 'p.Project')} = b.Key\n"
-        "SETTINGS join_algorithm = 'direct'"
+        f"TO {table}\nAS SELECT\n    p.Project AS Project, p.TraceId AS TraceId,\n    {bucket},\n    {carried}\n"
+        f"FROM (\n{partial_rows(spans)}\n) AS p\n{known}"
     )
     return schema._table(TABLE, columns(bucket=True), schema._engine("AggregatingMergeTree"), clauses,
                          sharding_key="cityHash64(TraceId)") + [memory, remember, fill]
@@ -120,11 +143,11 @@ def statements(schema: Schema) -> list[str]:
 def rebuild(schema: Schema, probe: Callable[[str, dict[str, Any]], Any] | None = None) -> list[str]:
     """Migration 8: the table as `statements` makes it, with the rows of the one before.
 
-    Without `probe`, every step. With it (a function running a scalar query with parameters), the steps still
-    to do, so a start that died half-way through finishes the job on the next start. The copy
-    runs into an emptied table, so it never counts a row twice; rows ingested into the new
-    table while it runs would be lost with that, so on a cluster, stop the collectors while
-    `tracehouse migrate` runs this migration.
+    Without `probe`, every step. With it (a function running a scalar query with parameters),
+    the steps still to do, so a start that died half-way through finishes the job on the next
+    start. The copy runs into an emptied table, so it never counts a row twice; rows ingested
+    into the new table while it runs would be lost with that, so on a cluster, stop the
+    collectors while `tracehouse migrate` runs this migration.
     """
     db = schema.options.database
     on_cluster = schema.on_cluster
@@ -156,6 +179,10 @@ def rebuild(schema: Schema, probe: Callable[[str, dict[str, Any]], Any] | None =
             f"TRUNCATE TABLE IF EXISTS {schema.storage_name(TABLE)}{on_cluster}",
             f"INSERT INTO {schema.name(TABLE)} ({names}, Bucket)\n"
             f"SELECT {names}, toStartOfHour(toDateTime(Start), 'UTC') FROM {schema.name(PARKED_TABLE)} FINAL",
+            # The copied traces' buckets, for their spans still to come (on a cluster, only on
+            # the node running the migration: traces in flight on other shards may get a second row).
+            f"INSERT INTO {schema.name(BUCKETS_TABLE)} SELECT {bucket_key('TraceId', 'Project')}, Bucket "
+            f"FROM {schema.storage_name(TABLE)}",
         ]
         if schema.options.cluster:
             steps.append(f"DROP TABLE IF EXISTS {schema.name(PARKED_TABLE)}{on_cluster}")
