@@ -10,7 +10,7 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 
-from tracehouse.query import traces
+from tracehouse.query import filters, traces
 from tracehouse.storage import trace_summary
 from tracehouse.storage.schema import Schema, SchemaOptions
 
@@ -224,3 +224,45 @@ def test_a_trace_whose_key_was_forgotten_reads_whole(store):
     trace = traces.get_trace(store, trace_id, None)
     assert (trace["span_count"], trace["name"], trace["request_time"]) == (2, "root", (H - 50) * 1000)
     assert [(s["name"], [c["name"] for c in s["children"]]) for s in trace["spans"]] == [("root", ["late"])]
+
+
+def test_a_trace_read_computes_the_summary_row_the_table_holds(store, spread):
+    """summary_of (a complete trace read, from its spans) against the summary table's own row,
+    for every trace of a project, and for one with two roots, models, tokens, costs, session,
+    user and metadata, in two inserts."""
+    insert = ("INSERT INTO otel_traces (Timestamp, TraceId, SpanId, ParentSpanId, SpanName, ServiceName, StatusCode, "
+              "Duration, ResourceAttributes, SpanAttributes) VALUES (fromUnixTimestamp64Milli({t:Int64}), {id:String}, "
+              "{s:String}, {p:String}, {n:String}, {svc:String}, {st:String}, {d:UInt64}, "
+              "map('tracehouse.project', 'mixed'), mapFromArrays({k:Array(String)}, {v:Array(String)}))")
+    trace_id = "000000000000000000000000000aaaaa"
+    for span, parent, name, service, status, at, attributes in [
+        ("00000000000000a1", "", "agent", "svc-b", "Ok", 1_000, {"session.id": "s-1", "tracehouse.tag.t": "b",
+                                                                   "tracehouse.inputs": '{"q": "ü"}'}),
+        ("00000000000000a2", "00000000000000a1", "chat", "svc-b", "Error", 1_500, {
+            "gen_ai.request.model": "gpt-4o", "gen_ai.usage.input_tokens": "100", "gen_ai.usage.output_tokens": "7",
+            "user.id": "u-9", "tracehouse.tag.t": "a", "tracehouse.metadata.m": "1"}),
+        ("00000000000000a3", "", "second root", "svc-a", "Error", 900, {
+            "gen_ai.request.model": "claude-3-5-sonnet-20241022", "gen_ai.response.model": "claude-x",
+            "gen_ai.usage.input_tokens": "3", "session.id": "s-0"}),
+    ]:
+        store.command(insert, parameters={"t": H * 1000 + at, "id": trace_id, "s": span, "p": parent, "n": name,
+                                          "svc": service, "st": status, "d": 123_456_789,
+                                          "k": list(attributes), "v": list(attributes.values())})
+    checked = 0
+    for project in ("windows", "mixed"):
+        for (tid,) in store.query("SELECT DISTINCT TraceId FROM tracehouse_traces WHERE Project = {p:String}",
+                                  parameters={"p": project}).result_rows:
+            found = traces.stored_spans(store, tid, None)
+            rows = traces.complete_spans(found, {project: found[project][0]})
+            params = filters.ParamCounter()
+            where = [f"TraceId = {params.bind(tid, 'String')}", f"Project = {params.bind(project, 'String')}"]
+            assert traces.summary_of(tid, project, rows) == traces.summary_row(store, where, params)
+            checked += 1
+    assert checked == 402
+    mixed = traces.get_trace(store, trace_id, None)
+    assert {k: mixed[k] for k in ("name", "root_span_id", "state", "span_count", "error_count", "models", "tags",
+                                  "trace_metadata", "session_id", "user_id", "input_tokens", "inputs")} == {
+        # Each root field is the greatest of the roots' (maxIf): 'Ok' > 'Error'.
+        "name": "second root", "root_span_id": "00000000000000a3", "state": "OK", "span_count": 3,
+        "error_count": 2, "models": ["claude-x", "gpt-4o"], "tags": {"t": "b"}, "trace_metadata": {"m": "1"},
+        "session_id": "s-1", "user_id": "u-9", "input_tokens": 103, "inputs": {"q": "ü"}}
