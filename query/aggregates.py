@@ -66,22 +66,19 @@ def aggregate_sql(query: AggregateQuery, allowed_projects: list[str] | None) -> 
             raise QueryError(f"cannot group {query.level} by {name!r}; use {', '.join(sorted(groups))}{extra}")
     if query.bucket_seconds is not None:
         keys.insert(0, metrics.bucket_key(params, query.bucket_seconds, query.start_ms, query.end_ms, m["time"]))
+    scope = project_scope(params, m["project"], query.projects, allowed_projects)
     # Over trace summaries, conditions every partial row of a trace shares go before FINAL (traces.search).
-    keyed = [project_scope(params, m["project"], query.projects, allowed_projects)]
-    if not spans:
-        keyed += bucket_floor(params, query.start_ms)
-    where = time_range(params, m["time"], query.start_ms, query.end_ms)
+    keyed = [] if spans else [scope, *bucket_floor(params, query.start_ms)]
+    where = ([scope] if spans else []) + time_range(params, m["time"], query.start_ms, query.end_ms)
     if query.filter_string and query.filter_string.strip():
         expr = filters.parse(query.filter_string)
         if spans:
             where.append(f"({filters.compile_span_filter(expr, params)})")
         else:
-            scope = filters.Scope(params, readable_projects(query.projects, allowed_projects), query.start_ms)
-            on_trace_id, on_merged = filters.split_trace_filter(expr, params, scope)
+            narrowed = filters.Scope(params, readable_projects(query.projects, allowed_projects), query.start_ms)
+            on_trace_id, on_merged = filters.split_trace_filter(expr, params, narrowed)
             keyed += on_trace_id
             where += on_merged
-    if spans:
-        where, keyed = keyed + where, []
     columns = [
         "count() AS count",
         f"countIf({m['error']}) AS errors",

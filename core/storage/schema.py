@@ -9,9 +9,10 @@ One set of definitions serves both deployments:
 
 Ingest path (DESIGN §5): the collector inserts raw OTLP request bytes into a Null-engine
 staging table in ClickHouse's Protobuf format; a materialized view explodes each request into
-span rows of `otel_traces`, whose GenAI columns are DEFAULT expressions (normalize.py); three
+span rows of `otel_traces`, whose GenAI columns are DEFAULT expressions (normalize.py); four
 more views on `otel_traces` keep `otel_traces_trace_id_ts`, the per-trace summary table
-`tracehouse_traces` and the serialized spans of each trace (`tracehouse_trace_spans`) up to date.
+`tracehouse_traces` with its memory of each trace's hour (trace_summary.py) and the serialized
+spans of each trace (`tracehouse_trace_spans`) up to date.
 """
 from __future__ import annotations
 
