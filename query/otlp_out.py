@@ -114,9 +114,7 @@ def trace_spans(store: Store, trace_id: str, allowed_projects: list[str] | None)
     where = [f"TraceId = {params.bind(trace_id, 'String')}"]
     if allowed_projects is not None:
         where.append(f"Project IN {params.bind(list(allowed_projects), 'Array(String)')}")
-    # SpanCount is a SimpleAggregateFunction(sum): summing partial rows needs no FINAL.
-    counts = dict(store.query(f"SELECT Project, sum(SpanCount) FROM tracehouse_traces WHERE {' AND '.join(where)} "
-                              "GROUP BY Project", parameters=params.values).result_rows)
+    counts = {project: count for project, (count, _, _) in traces.trace_extents(store, trace_id, allowed_projects).items()}
     rows = traces.complete_spans(stored.result(), counts)
     if rows is not None:
         return [{"trace_id": trace_id, **row} for row in rows]

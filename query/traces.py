@@ -319,6 +319,23 @@ def stored_spans(store: Store, trace_id: str, allowed_projects: list[str] | None
     return found
 
 
+def trace_extents(store: Store, trace_id: str, allowed_projects: list[str] | None) -> dict[str, tuple[int, int, int]]:
+    """{project: (span count, first span's start ns, last span's end ns)} of one trace, from its
+    summary rows summed here: no FINAL needed (the columns merge by sum, min and max), exact even
+    for a trace held in two buckets, and 2 ms faster at 10M spans than a GROUP BY."""
+    params = filters.ParamCounter()
+    where = [f"TraceId = {params.bind(trace_id, 'String')}"]
+    if allowed_projects is not None:
+        where.append(f"Project IN {params.bind(list(allowed_projects), 'Array(String)')}")
+    result = store.query("SELECT Project, SpanCount, toUnixTimestamp64Nano(Start), toUnixTimestamp64Nano(End) "
+                         f"FROM tracehouse_traces PREWHERE {' AND '.join(where)}", parameters=params.values)
+    extents: dict[str, tuple[int, int, int]] = {}
+    for project, count, start, end in result.result_rows:
+        total, first, last = extents.get(project, (0, start, end))
+        extents[project] = (total + count, min(first, start), max(last, end))
+    return extents
+
+
 def complete_spans(found: dict[str, tuple[int, list[dict]]], counts: dict[str, int]) -> list[dict] | None:
     """stored_spans' answer for the projects in `counts` (the summary's span count of each), in
     start order with their project; None when any project's serialized spans fall short of its
@@ -367,31 +384,22 @@ def summary_of(trace_id: str, project: str, rows: list[dict]) -> dict:
 
 def get_trace(store: Store, trace_id: str, allowed_projects: list[str] | None) -> dict | None:
     trace_id = hex_id(trace_id, 32, "trace id")
-    params = filters.ParamCounter()
-    where = [f"TraceId = {params.bind(trace_id, 'String')}"]
-    if allowed_projects is not None:
-        where.append(f"Project IN {params.bind(list(allowed_projects), 'Array(String)')}")
-    # Four reads on connections of their own, at once: the span counts and time bounds of the
-    # trace's partial rows (summed here, which is exact even for a trace held in two buckets, and
-    # 2 ms faster than a GROUP BY), the serialized spans, their content that came in GenAI log
-    # events, and the assessments. Of several projects, the first to start wins.
-    partial_sql = ("SELECT Project, SpanCount, toUnixTimestamp64Nano(Start), toUnixTimestamp64Nano(End) "
-                   f"FROM tracehouse_traces PREWHERE {' AND '.join(where)}")
-    partial_read = READS.submit(store.query, partial_sql, params.values)
+    # Four reads on connections of their own, at once: the trace's extent in each project, the
+    # serialized spans, their content that came in GenAI log events, and the assessments.
+    extents_read = READS.submit(trace_extents, store, trace_id, allowed_projects)
     spans_read = READS.submit(stored_spans, store, trace_id, allowed_projects)
     logged = READS.submit(span_content.logged_content, store, [trace_id], allowed_projects)
     assessed = READS.submit(assessments.latest, store, [trace_id], allowed_projects)
-    partial = partial_read.result().result_rows
-    if not partial:
+    extents = extents_read.result()
+    if not extents:
         return None
-    first_ns, project = min((start, project) for project, _, start, _ in partial)
-    span_count = sum(count for p, count, _, _ in partial if p == project)
-    last_ns = max(end for p, _, _, end in partial if p == project)
+    project = min(extents, key=lambda p: (extents[p][1], p))  # of several projects, the first to start
+    span_count, first_ns, last_ns = extents[project]
     rows = complete_spans(spans_read.result(), {project: span_count})
     if rows is not None:
         trace = summary_of(trace_id, project, rows)
     else:  # stored before tracehouse_trace_spans existed, or partly: the summary row and otel_traces
-        trace = summary_row(store, where + [f"Project = {params.bind(project, 'String')}"], params)
+        trace = summary_row(store, trace_id, project)
         result = store.query(get_trace_sql(bounded_above=last_ns >= first_ns),
                              {"trace_id": trace_id, "projects": [project], "first_ns": first_ns, "last_ns": last_ns})
         rows = [dict(zip(result.column_names, row)) for row in result.result_rows]
@@ -409,14 +417,14 @@ def get_trace(store: Store, trace_id: str, allowed_projects: list[str] | None) -
     return trace
 
 
-def summary_row(store: Store, where: list[str], params) -> dict:
+def summary_row(store: Store, trace_id: str, project: str) -> dict:
     """One trace's summary row in one project, merged by FINAL, or by GROUP BY when the table
     holds the trace in two buckets (rare: trace_summary.py)."""
-    result = store.query(f"SELECT {SUMMARY_COLUMNS} FROM tracehouse_traces AS t FINAL PREWHERE {' AND '.join(where)}",
-                         params.values)
+    where = "TraceId = {trace_id:String} AND Project = {project:String}"
+    values = {"trace_id": trace_id, "project": project}
+    result = store.query(f"SELECT {SUMMARY_COLUMNS} FROM tracehouse_traces AS t FINAL PREWHERE {where}", values)
     if len(result.result_rows) > 1:
-        merged = f"({trace_summary.merged_rows(' AND '.join(where))}) AS t"
-        result = store.query(f"SELECT {SUMMARY_COLUMNS} FROM {merged}", params.values)
+        result = store.query(f"SELECT {SUMMARY_COLUMNS} FROM ({trace_summary.merged_rows(where)}) AS t", values)
     return dict(zip(result.column_names, result.result_rows[0]))
 
 
