@@ -45,7 +45,17 @@ PREVIEW_CHARS = trace_summary.PREVIEW_CHARS
 # they took nearly as much CPU as the inserts. Merging more parts at once, and never narrowing
 # merges to keep the part count down, rewrites each span fewer times: 10,000 → 11,000–12,000
 # spans/s end to end in bench/ingest.py (the same machine, runs side by side).
-MERGE_TUNING = {"merge_selector_base": 10, "merge_selector_enable_heuristic_to_lower_max_parts_to_merge_at_once": 0}
+#
+# Memory, in the same benchmark (two runs each, alternating, on 2026-11-27):
+#   * a part written by one insert (13,000 spans) stays compact (one file, not one per column)
+#     until a merge makes it larger than min_bytes_for_wide_part: an insert's peak fell from
+#     ~330 to ~280 MB and its CPU from 0.69 to 0.57 s;
+#   * a merge of ten such parts had fewer rows than vertical merges start at, so it merged all
+#     ~60 column streams of otel_traces at once: ~500 MB. Merged column by column: 20-160 MB.
+#   Together: server peak RSS 1,533-1,547 MB against 1,841-1,904, and 18,400-20,000 spans/s
+#   against 16,600-18,100.
+MERGE_TUNING = {"merge_selector_base": 10, "merge_selector_enable_heuristic_to_lower_max_parts_to_merge_at_once": 0,
+                "vertical_merge_algorithm_min_rows_to_activate": 1, "min_bytes_for_wide_part": 128 << 20}
 
 
 @dataclass(frozen=True)
