@@ -176,6 +176,22 @@ def query_data_dir(data_dir: Path, sql: str) -> list:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
+def apply_after_a_start_that_died(store: Store, migration, died_after: int | None, check: Callable[[], object]) -> None:
+    """Apply a data-moving migration as a start does, after an earlier start that died once its
+    first `died_after` statements had run (None: no such start), then once more (nothing left
+    to do, nothing copied twice); `check()` after each."""
+    def probe(sql, parameters):
+        return store.command(sql, parameters=parameters)
+
+    if died_after is not None:
+        for statement in migration.pending(probe)[:died_after]:
+            store.command(statement)
+    for _ in range(2):
+        for statement in migration.pending(probe):
+            store.command(statement)
+        check()
+
+
 class RunningQueryService:
     """The query API on a real socket, on its own event loop thread."""
 

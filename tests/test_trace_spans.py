@@ -12,7 +12,8 @@ from opentelemetry.trace import Link, Status, StatusCode
 
 from tracehouse.query import jaeger, otlp_out, traces
 from tracehouse.storage import trace_spans
-from tracehouse.storage.schema import Schema, SchemaOptions
+from tracehouse.storage.schema import TRACE_SPANS_GRANULE_BYTES, Schema, SchemaOptions
+from tracehouse.tests.conftest import apply_after_a_start_that_died
 
 T0 = 1_761_000_000_000_000_000
 
@@ -178,3 +179,49 @@ def test_each_field_serializes_as_the_type_the_decoder_reads(store):
                             + " FROM otel_traces)").result_rows
     assert [(row[0], row[1].replace("LowCardinality(String)", "String")) for row in described] == [
         (name, type_) for name, _, type_ in trace_spans.FIELDS]
+
+
+@pytest.mark.parametrize("died_after", [None, 1, 4, 6])
+def test_migration_9_rebuilds_the_table_with_every_row_and_may_finish_a_start_that_died(store, died_after):
+    """Migration 9 on a data dir whose serialized spans sit in default (10 MiB) granules; also
+    when a start died after its first `died_after` statements."""
+    database = f"before_migration_9_{died_after}"
+    schema = Schema(SchemaOptions(database=database))
+    store.command(f"CREATE DATABASE IF NOT EXISTS {database}")
+    migrations = {m.version: m for m in schema.migrations()}
+    for version in range(1, 9):
+        for statement in migrations[version].statements:
+            if "tracehouse_trace_spans` (" in statement or "tracehouse_trace_spans`\n(" in statement:
+                statement = statement.replace(f", index_granularity_bytes = {TRACE_SPANS_GRANULE_BYTES}", "")  # the table before 9
+            store.command(statement)
+
+    def granule_bytes() -> str:
+        return store.query("SELECT extract(create_table_query, 'index_granularity_bytes = \\\\d+') FROM system.tables "
+                           "WHERE database = {d:String} AND name = 'tracehouse_trace_spans'",
+                           parameters={"d": database}).result_rows[0][0]
+
+    def rows() -> list[tuple]:
+        return store.query(f"SELECT Project, TraceId, Start, SpanCount, hex(Spans) FROM {database}.tracehouse_trace_spans "
+                           "ORDER BY TraceId, Start").result_rows
+
+    insert = (f"INSERT INTO {database}.otel_traces (Timestamp, TraceId, SpanId, ParentSpanId, SpanName, ServiceName) "
+              "VALUES (fromUnixTimestamp({t:Int64}), {id:String}, {s:String}, {p:String}, {n:String}, 'svc')")
+    for trace_id, span, parent, name, at in [("t1", "r", "", "root", 1000), ("t1", "c", "r", "child", 1001),
+                                             ("t2", "r", "", "solo", 2000)]:
+        store.command(insert, parameters={"t": at, "id": trace_id, "s": span, "p": parent, "n": name})
+    before = rows()
+    assert granule_bytes() == "" and [(r[1], r[3]) for r in before] == [("t1", 1), ("t1", 1), ("t2", 1)]
+
+    def check():
+        assert rows() == before
+        assert granule_bytes() == "index_granularity_bytes = 262144"
+
+    apply_after_a_start_that_died(store, migrations[9], died_after, check)
+    tables = store.query("SELECT name FROM system.tables WHERE database = {d:String} "
+                         "AND name LIKE 'tracehouse_trace_spans%' ORDER BY name", parameters={"d": database}).result_rows
+    assert tables == [("tracehouse_trace_spans",), ("tracehouse_trace_spans_mv",)]
+    # The view feeds the new table.
+    store.command(insert, parameters={"t": 3000, "id": "t3", "s": "r", "p": "", "n": "after"})
+    assert [(r[1], r[3]) for r in rows()] == [("t1", 1), ("t1", 1), ("t2", 1), ("t3", 1)]
+    assert [s["name"] for s in trace_spans.decode(bytes.fromhex(rows()[-1][4]))] == ["after"]
+    store.command(f"DROP DATABASE {database} SYNC")

@@ -13,6 +13,7 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from tracehouse.query import traces
 from tracehouse.storage import trace_summary
 from tracehouse.storage.schema import Schema, SchemaOptions
+from tracehouse.tests.conftest import apply_after_a_start_that_died
 
 HOUR_S = 3600
 H = 1_761_001_200  # an hour boundary (unix seconds)
@@ -182,16 +183,10 @@ def test_migration_8_rebuilds_the_table_with_every_row_and_may_finish_a_start_th
     before = merged_rows(store, database)
     assert [(r[1], r[4]) for r in before] == [("t1", 2), ("t2", 1)]
 
-    def probe(sql, parameters):
-        return store.command(sql, parameters=parameters)
-
-    if died_after is not None:
-        for statement in migrations[8].pending(probe)[:died_after]:
-            store.command(statement)
-    for _ in range(2):  # and once more: nothing left to do, nothing copied twice
-        for statement in migrations[8].pending(probe):
-            store.command(statement)
+    def check():
         assert merged_rows(store, database) == before
+
+    apply_after_a_start_that_died(store, migrations[8], died_after, check)
     tables = store.query("SELECT name, engine FROM system.tables WHERE database = {d:String} "
                          "AND name LIKE 'tracehouse_trace%' AND name NOT LIKE 'tracehouse_trace_spans%' ORDER BY name",
                          parameters={"d": database}).result_rows

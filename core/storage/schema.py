@@ -29,6 +29,7 @@ TRACE_ID_TS_TABLE = "otel_traces_trace_id_ts"
 TRACE_SUMMARY_TABLE = trace_summary.TABLE
 TRACES_STAGING_TABLE = "tracehouse_ingest_traces"
 TRACE_SPANS_TABLE = trace_spans.TABLE
+TRACE_SPANS_GRANULE_BYTES = 256 << 10
 ASSESSMENTS_TABLE = "tracehouse_assessments"
 ASSESSMENTS_LATEST_VIEW = "tracehouse_assessments_latest"
 EVAL_JOBS_TABLE = "tracehouse_eval_jobs"
@@ -52,7 +53,7 @@ PREVIEW_CHARS = trace_summary.PREVIEW_CHARS
 #     ~330 to ~280 MB and its CPU from 0.69 to 0.57 s;
 #   * a merge of ten such parts had fewer rows than vertical merges start at, so it merged all
 #     ~60 column streams of otel_traces at once: ~500 MB. Merged column by column: 20-160 MB.
-#   Together: server peak RSS 1,533-1,547 MB against 1,841-1,904, and 18,400-20,000 spans/s
+#   Together: server peak RSS 1,472-1,547 MB against 1,841-1,904, and 18,400-20,000 spans/s
 #   against 16,600-18,100.
 MERGE_TUNING = {"merge_selector_base": 10, "merge_selector_enable_heuristic_to_lower_max_parts_to_merge_at_once": 0,
                 "vertical_merge_algorithm_min_rows_to_activate": 1, "min_bytes_for_wide_part": 128 << 20}
@@ -111,8 +112,11 @@ class Schema:
         days = self.options.retention_days
         return f"TTL {column_expr} + toIntervalDay({int(days)})\n" if days else ""
 
-    def _settings(self, dedup: bool = True, drop_whole_parts: bool = True, granularity: int = 8192) -> str:
+    def _settings(self, dedup: bool = True, drop_whole_parts: bool = True, granularity: int = 8192,
+                  granularity_bytes: int | None = None) -> str:
         settings = [f"index_granularity = {granularity}", f"ttl_only_drop_parts = {int(drop_whole_parts)}"]
+        if granularity_bytes is not None:
+            settings.append(f"index_granularity_bytes = {granularity_bytes}")
         if dedup and not self.options.cluster:  # replicated tables deduplicate by default
             settings.append(f"non_replicated_deduplication_window = {int(self.options.dedup_window)}")
         return "SETTINGS " + ", ".join(settings)
@@ -268,8 +272,12 @@ class Schema:
         ])
         # Not partitioned: a lookup reads one granule in every part, so fewer parts are faster,
         # and 256-row granules make that granule small (at 10M spans: 5.7 against 7.8 ms p50).
+        # A row holds one insert's spans of a trace (~14 KB for 10 spans), so granules are also
+        # capped at 256 KiB: a background merge reads a granule of each part at once, and with
+        # the default 10 MiB a merge of ten 16 MiB inserts' parts took 277 MB, with 256 KiB 14 MB
+        # (schema migration 9 rebuilds an older table).
         clauses = ("ORDER BY (TraceId, Project)\n" + self._ttl("toDateTime(Start)")
-                   + self._settings(drop_whole_parts=False, granularity=256))
+                   + self._settings(drop_whole_parts=False, granularity=256, granularity_bytes=TRACE_SPANS_GRANULE_BYTES))
         view = (
             f"CREATE MATERIALIZED VIEW IF NOT EXISTS {self.name(TRACE_SPANS_TABLE + '_mv')}{self.on_cluster}\n"
             f"TO {self.storage_name(TRACE_SPANS_TABLE)}\nAS {trace_spans.rows_select(self.storage_name(TRACES_TABLE))}"
@@ -443,7 +451,44 @@ class Schema:
             Migration(8, "trace summaries sorted by the hour each trace was first seen, for newest-first search "
                          "(the table is rebuilt and its rows copied)", trace_summary.rebuild(self),
                       plan=lambda probe: trace_summary.rebuild(self, probe)),
+            Migration(9, "serialized spans in granules of at most 256 KiB, so that merging them takes little "
+                         "memory (the table is rebuilt and its rows copied)", self.rebuild_trace_spans(),
+                      plan=self.rebuild_trace_spans),
         ]
+
+    def rebuild_trace_spans(self, probe: Callable[..., Any] | None = None) -> list[str]:
+        """Migration 9: `tracehouse_trace_spans` as `trace_spans` makes it, with the rows of the
+        one before. The granule size cannot be altered, so the old table is parked, a new one
+        made, the rows copied and the parked table dropped.
+
+        Without `probe`, every step; with it (a function running a scalar query with
+        parameters), the steps still to do, so a start that died half-way finishes the job. The
+        copy runs into an emptied table, so it never copies a row twice; on a cluster, stop the
+        collectors while `tracehouse migrate` runs this (rows they stored meanwhile would go).
+        """
+        local = TRACE_SPANS_TABLE + ("_local" if self.options.cluster else "")
+        parked, parked_local = TRACE_SPANS_TABLE + "_v8", TRACE_SPANS_TABLE + "_v8" + ("_local" if self.options.cluster else "")
+
+        def count(condition: str, table: str) -> int:
+            return int(probe("SELECT count() FROM system.tables WHERE database = {db:String} AND name = {t:String}"
+                         + condition, {"db": self.options.database, "t": table}))
+
+        steps: list[str] = []
+        if probe is None or count(" AND create_table_query NOT LIKE '%index_granularity_bytes%'", local):
+            steps.append(f"DROP VIEW IF EXISTS {self.name(TRACE_SPANS_TABLE + '_mv')}{self.on_cluster}")
+            if self.options.cluster:
+                steps.append(f"DROP TABLE IF EXISTS {self.name(TRACE_SPANS_TABLE)}{self.on_cluster}")
+            steps.append(f"RENAME TABLE {self.name(local)} TO {self.name(parked_local)}{self.on_cluster}")
+            steps += self.distributed(parked, "cityHash64(TraceId)")
+        copy = probe is None or bool(steps) or count("", parked_local)
+        steps += self.trace_spans()
+        if copy:
+            steps += [f"TRUNCATE TABLE IF EXISTS {self.storage_name(TRACE_SPANS_TABLE)}{self.on_cluster}",
+                      f"INSERT INTO {self.name(TRACE_SPANS_TABLE)} SELECT * FROM {self.name(parked)}"]
+            if self.options.cluster:
+                steps.append(f"DROP TABLE IF EXISTS {self.name(parked)}{self.on_cluster}")
+            steps.append(f"DROP TABLE IF EXISTS {self.name(parked_local)}{self.on_cluster}")
+        return steps
 
     def new_queries(self, *views: str) -> list[str]:
         """`ALTER … MODIFY QUERY` for each `CREATE MATERIALIZED VIEW IF NOT EXISTS <name>… AS SELECT`.
