@@ -12,7 +12,8 @@ number. Each client keeps a few requests in flight and records each ack's latenc
 
 After --duration seconds the load stops and the script waits until the write-ahead log is
 empty (segments are deleted only once inserted), which is "every acknowledged span is stored".
-It then stops the server with SIGTERM and counts the rows from a fresh process.
+It then stops the server with SIGTERM and counts the rows from a fresh process. Meanwhile it
+samples where the server's CPU goes (inserts, merges, the collector's Python), by thread name.
 
 With --mixed, each client rotates over three requests: spans as above; the GenAI log events of
 those traces (the legacy openai-v2 shape: a `gen_ai.user.message` and a `gen_ai.choice` per LLM
@@ -300,6 +301,54 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+class ThreadCpu:
+    """Where a process's CPU time goes, by what its threads are doing (Linux /proc).
+
+    ClickHouse names each thread after its current job, and a pool thread changes name from job
+    to job, so the name is sampled twice a second and each interval's CPU goes to the name the
+    thread had at its end. chDB's names: `RuntimeData` (and `Unknown`, `ThreadPool`) run the
+    ingest views of an insert, `MergeMutate` background merges; `python` is the collector
+    itself (receivers, write-ahead log).
+    """
+
+    KINDS = (("inserts", ("RuntimeData", "Unknown", "ThreadPool", "QueryPipelineEx", "QueryPullPipeEx")),
+             ("merges", ("MergeMutate",)), ("python", ("python",)))
+
+    def __init__(self, pid: int, every: float = 0.5):
+        self.pid, self.every = pid, every
+        self.started = time.time()
+        self.seconds: dict[str, float] = {}
+        self._last: dict[str, float] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        tick = os.sysconf("SC_CLK_TCK")
+        while not self._stop.wait(self.every):
+            try:
+                tasks = os.listdir(f"/proc/{self.pid}/task")
+            except OSError:
+                return
+            for task in tasks:
+                try:
+                    with open(f"/proc/{self.pid}/task/{task}/stat") as f:
+                        stat = f.read()
+                except OSError:
+                    continue
+                name = stat[stat.index("(") + 1:stat.rindex(")")].rstrip("0123456789")
+                fields = stat.rsplit(")", 1)[1].split()
+                cpu = (int(fields[11]) + int(fields[12])) / tick  # utime + stime
+                kind = next((k for k, names in self.KINDS if name in names), "other")
+                self.seconds[kind] = self.seconds.get(kind, 0.0) + cpu - self._last.get(task, 0.0)
+                self._last[task] = cpu
+
+    def stop(self) -> dict[str, float]:
+        self._stop.set()
+        self._thread.join()
+        return self.seconds
+
+
 def start_server(data_dir: Path, extra: list[str]) -> tuple[subprocess.Popen, int, int, Path]:
     grpc_port, http_port = free_port(), free_port()
     log_path = data_dir.parent / "server.log"
@@ -369,7 +418,7 @@ def main() -> None:
     sample = build_template(0, 0, traces)
     span_bytes = len(sample) / (traces * SPANS_PER_TRACE)
 
-    proc = tmp = None
+    proc = tmp = server_cpu = None
     if args.endpoint:
         target = args.endpoint
     else:
@@ -377,6 +426,7 @@ def main() -> None:
         data_dir = args.data_dir or tmp / "data"
         proc, grpc_port, _, log_path = start_server(data_dir, args.server_arg)
         target = f"127.0.0.1:{grpc_port}"
+        server_cpu = ThreadCpu(proc.pid)
     load_before = os.getloadavg()
     try:
         ctx = mp.get_context("spawn")
@@ -417,6 +467,7 @@ def main() -> None:
             stored_at = time.time()
             from tracehouse.server import memory_mb
             rss = memory_mb("VmHWM", proc.pid) or float("nan")
+            cpu_by_kind = server_cpu.stop()
             proc.send_signal(signal.SIGTERM)
             proc.wait(300)
             rows = query_fresh(data_dir, "SELECT count() FROM otel_traces")[0][0]
@@ -466,6 +517,10 @@ def main() -> None:
         print(line("bytes on disk per span (all tables)", f"{total_bytes / max(rows, 1):.0f} B"))
         print(line("write-ahead log after drain", wal_peak_note))
         print(line("server peak RSS (VmHWM)", f"{rss:,.0f} MB"))
+        busy = sum(cpu_by_kind.values())
+        print(line("server CPU, start until stored", f"{busy:.0f} s ({busy / (stored_at - server_cpu.started):.2f} cores)"))
+        for kind, seconds in sorted(cpu_by_kind.items(), key=lambda item: -item[1]):
+            print(line(f"  {kind}", f"{seconds:.0f} s ({seconds / max(busy, 1e-9):.0%})"))
     print("-" * 60)
 
 
