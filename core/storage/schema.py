@@ -456,39 +456,50 @@ class Schema:
                       plan=self.rebuild_trace_spans),
         ]
 
-    def rebuild_trace_spans(self, probe: Callable[..., Any] | None = None) -> list[str]:
-        """Migration 9: `tracehouse_trace_spans` as `trace_spans` makes it, with the rows of the
-        one before. The granule size cannot be altered, so the old table is parked, a new one
-        made, the rows copied and the parked table dropped.
+    def rebuild_table(self, table: str, parked: str, outdated: str, create: list[str], copy: list[str],
+                      probe: Callable[..., Any] | None = None) -> list[str]:
+        """Steps that rebuild a data table whose definition cannot be altered in place: park the
+        old table as `parked` (with its ingest view `<table>_mv` dropped), `create` the new one,
+        empty it, `copy` the rows over, drop the parked table.
 
-        Without `probe`, every step; with it (a function running a scalar query with
-        parameters), the steps still to do, so a start that died half-way finishes the job. The
-        copy runs into an emptied table, so it never copies a row twice; on a cluster, stop the
-        collectors while `tracehouse migrate` runs this (rows they stored meanwhile would go).
+        Without `probe`, every step. With it (a function running a scalar query with
+        parameters), the steps still to do, so a start that died half-way finishes the job on
+        the next start: the table is parked while `outdated` (a condition on its system.tables
+        row, with {db:String} bound) holds, and copied while a parked table exists. The copy
+        runs into an emptied table, so it never copies a row twice; rows ingested into the new
+        table meanwhile would go with that, so on a cluster, stop the collectors while
+        `tracehouse migrate` runs such a migration.
         """
-        local = TRACE_SPANS_TABLE + ("_local" if self.options.cluster else "")
-        parked, parked_local = TRACE_SPANS_TABLE + "_v8", TRACE_SPANS_TABLE + "_v8" + ("_local" if self.options.cluster else "")
+        local, parked_local = ((t + "_local") if self.options.cluster else t for t in (table, parked))
 
-        def count(condition: str, table: str) -> int:
-            return int(probe("SELECT count() FROM system.tables WHERE database = {db:String} AND name = {t:String}"
-                         + condition, {"db": self.options.database, "t": table}))
+        def exists(name: str, condition: str = "") -> bool:
+            return probe is None or bool(int(probe(
+                "SELECT count() FROM system.tables WHERE database = {db:String} AND name = {t:String}" + condition,
+                {"db": self.options.database, "t": name})))
 
         steps: list[str] = []
-        if probe is None or count(" AND create_table_query NOT LIKE '%index_granularity_bytes%'", local):
-            steps.append(f"DROP VIEW IF EXISTS {self.name(TRACE_SPANS_TABLE + '_mv')}{self.on_cluster}")
+        if exists(local, " AND " + outdated):
+            steps.append(f"DROP VIEW IF EXISTS {self.name(table + '_mv')}{self.on_cluster}")
             if self.options.cluster:
-                steps.append(f"DROP TABLE IF EXISTS {self.name(TRACE_SPANS_TABLE)}{self.on_cluster}")
+                steps.append(f"DROP TABLE IF EXISTS {self.name(table)}{self.on_cluster}")
             steps.append(f"RENAME TABLE {self.name(local)} TO {self.name(parked_local)}{self.on_cluster}")
             steps += self.distributed(parked, "cityHash64(TraceId)")
-        copy = probe is None or bool(steps) or count("", parked_local)
-        steps += self.trace_spans()
-        if copy:
-            steps += [f"TRUNCATE TABLE IF EXISTS {self.storage_name(TRACE_SPANS_TABLE)}{self.on_cluster}",
-                      f"INSERT INTO {self.name(TRACE_SPANS_TABLE)} SELECT * FROM {self.name(parked)}"]
+        copying = bool(steps) or exists(parked_local)
+        steps += create
+        if copying:
+            steps += [f"TRUNCATE TABLE IF EXISTS {self.storage_name(table)}{self.on_cluster}", *copy]
             if self.options.cluster:
                 steps.append(f"DROP TABLE IF EXISTS {self.name(parked)}{self.on_cluster}")
             steps.append(f"DROP TABLE IF EXISTS {self.name(parked_local)}{self.on_cluster}")
         return steps
+
+    def rebuild_trace_spans(self, probe: Callable[..., Any] | None = None) -> list[str]:
+        """Migration 9: `tracehouse_trace_spans` as `trace_spans` makes it (granule bytes can't
+        be altered), with the rows of the one before."""
+        parked = TRACE_SPANS_TABLE + "_v8"
+        return self.rebuild_table(TRACE_SPANS_TABLE, parked, "create_table_query NOT LIKE '%index_granularity_bytes%'",
+                                  self.trace_spans(),
+                                  [f"INSERT INTO {self.name(TRACE_SPANS_TABLE)} SELECT * FROM {self.name(parked)}"], probe)
 
     def new_queries(self, *views: str) -> list[str]:
         """`ALTER … MODIFY QUERY` for each `CREATE MATERIALIZED VIEW IF NOT EXISTS <name>… AS SELECT`.

@@ -141,50 +141,16 @@ def statements(schema: Schema) -> list[str]:
 
 
 def rebuild(schema: Schema, probe: Callable[[str, dict[str, Any]], Any] | None = None) -> list[str]:
-    """Migration 8: the table as `statements` makes it, with the rows of the one before.
-
-    Without `probe`, every step. With it (a function running a scalar query with parameters),
-    the steps still to do, so a start that died half-way through finishes the job on the next
-    start. The copy runs into an emptied table, so it never counts a row twice; rows ingested
-    into the new table while it runs would be lost with that, so on a cluster, stop the
-    collectors while `tracehouse migrate` runs this migration.
-    """
-    db = schema.options.database
-    on_cluster = schema.on_cluster
-
-    def exists(table: str, column: str | None = None) -> bool:
-        if probe is None:
-            return True
-        if column is None:
-            sql = "SELECT count() FROM system.tables WHERE database = {db:String} AND name = {t:String}"
-        else:
-            sql = ("SELECT count() FROM system.columns WHERE database = {db:String} AND table = {t:String} "
-                   "AND name = {c:String}")
-        return bool(probe(sql, {"db": db, "t": table, "c": column or ""}))
-
-    local = (TABLE + "_local") if schema.options.cluster else TABLE
-    parked_local = (PARKED_TABLE + "_local") if schema.options.cluster else PARKED_TABLE
-    steps: list[str] = []
-    if probe is None or (exists(local) and not exists(local, "Bucket")):
-        steps.append(f"DROP VIEW IF EXISTS {schema.name(TABLE + '_mv')}{on_cluster}")
-        if schema.options.cluster:
-            steps.append(f"DROP TABLE IF EXISTS {schema.name(TABLE)}{on_cluster}")
-        steps.append(f"RENAME TABLE {schema.name(local)} TO {schema.name(parked_local)}{on_cluster}")
-        steps += schema.distributed(PARKED_TABLE, "cityHash64(TraceId)")
-    parked = probe is None or bool(steps) or exists(parked_local)
-    steps += statements(schema)
-    if parked:
-        names = ", ".join(["Project", "TraceId", *NAMES])
-        steps += [
-            f"TRUNCATE TABLE IF EXISTS {schema.storage_name(TABLE)}{on_cluster}",
-            f"INSERT INTO {schema.name(TABLE)} ({names}, Bucket)\n"
-            f"SELECT {names}, toStartOfHour(toDateTime(Start), 'UTC') FROM {schema.name(PARKED_TABLE)} FINAL",
-            # The copied traces' buckets, for their spans still to come (on a cluster, only on
-            # the node running the migration: traces in flight on other shards may get a second row).
-            f"INSERT INTO {schema.name(BUCKETS_TABLE)} SELECT {bucket_key('TraceId', 'Project')}, Bucket "
-            f"FROM {schema.storage_name(TABLE)}",
-        ]
-        if schema.options.cluster:
-            steps.append(f"DROP TABLE IF EXISTS {schema.name(PARKED_TABLE)}{on_cluster}")
-        steps.append(f"DROP TABLE IF EXISTS {schema.name(parked_local)}{on_cluster}")
-    return steps
+    """Migration 8: the table as `statements` makes it, with the rows of the one before, each
+    in the hour it started (Schema.rebuild_table: every step, or with `probe` those still to do)."""
+    names = ", ".join(["Project", "TraceId", *NAMES])
+    copy = [
+        f"INSERT INTO {schema.name(TABLE)} ({names}, Bucket)\n"
+        f"SELECT {names}, toStartOfHour(toDateTime(Start), 'UTC') FROM {schema.name(PARKED_TABLE)} FINAL",
+        # The copied traces' buckets, for their spans still to come (on a cluster, only on
+        # the node running the migration: traces in flight on other shards may get a second row).
+        f"INSERT INTO {schema.name(BUCKETS_TABLE)} SELECT {bucket_key('TraceId', 'Project')}, Bucket "
+        f"FROM {schema.storage_name(TABLE)}",
+    ]
+    outdated = "name NOT IN (SELECT table FROM system.columns WHERE database = {db:String} AND name = 'Bucket')"
+    return schema.rebuild_table(TABLE, PARKED_TABLE, outdated, statements(schema), copy, probe)
