@@ -9,7 +9,14 @@ seconds, records/s and MB/s of one insert thread, the cost per MB beyond the fix
 signals can be compared per byte, and the memory an insert takes at its peak (Linux), which is
 what --batch-max-size and --insert-threads trade against speed.
 
-    python bench/insert.py [--segment-mib 16] [--runs 3]
+With --breakdown it then takes a spans insert apart, on the same scratch store: the insert
+again without each view fed by otel_traces, then cumulatively without all of them, without
+otel_traces' skip indexes, and without its normalized columns' DEFAULTs. Each step prints its
+fixed cost (a tiny insert), its cost per span beyond that and its peak memory. The last step
+writes into a Null table: what is left is the OTLP view, whose analysis by ClickHouse is most
+of an insert's fixed cost.
+
+    python bench/insert.py [--segment-mib 16] [--runs 3] [--breakdown]
 """
 from __future__ import annotations
 
@@ -63,10 +70,52 @@ def insert_peak_mb(store, target, data: bytes, token: str) -> float:
     return memory_mb("VmHWM") - before
 
 
+def span_breakdown(store, target, tiny, data: bytes, spans: int, runs: int) -> None:
+    """The spans insert without one part at a time (views), then cumulatively without more.
+
+    Destructive: it detaches views, drops indexes and removes DEFAULTs of the scratch store.
+    """
+    def measure(label: str) -> tuple[float, float]:
+        fixed = min(timed_insert(store, target, tiny, f"{label}-tiny-{run}") for run in range(runs))
+        full = min(timed_insert(store, target, data, f"{label}-{run}") for run in range(runs))
+        peak = insert_peak_mb(store, target, data, f"{label}-peak")
+        print(f"{label:52} {fixed:8.3f} {full:7.3f} {(full - fixed) / spans * 1e6:12.1f} {peak:8,.0f}", flush=True)
+
+    def names(sql: str) -> list[str]:
+        return [name for (name,) in store.query(sql, parameters={"t": "otel_traces"}).result_rows]
+
+    views = names("SELECT arrayJoin(dependencies_table) FROM system.tables "
+                  "WHERE database = currentDatabase() AND name = {t:String}")
+    indexes = names("SELECT name FROM system.data_skipping_indices WHERE database = currentDatabase() AND table = {t:String}")
+    defaults = names("SELECT name FROM system.columns "
+                     "WHERE database = currentDatabase() AND table = {t:String} AND default_kind = 'DEFAULT'")
+    timed_insert(store, target, data, "breakdown-warm-up")  # after the other signals' inserts
+    print(f"a spans insert taken apart ({spans:,} spans; fastest of {runs})")
+    print(f"{'insert':52} {'fixed s':>8} {'CPU s':>7} {'µs/span beyond fixed':>12} {'peak MB':>8}")
+    measure("everything")
+    for view in views:  # one at a time
+        store.command(f"DETACH TABLE {view}")
+        measure(f"without {view}")
+        store.command(f"ATTACH TABLE {view}")
+    for view in views:
+        store.command(f"DETACH TABLE {view}")
+    measure(f"without the {len(views)} views above")
+    for index in indexes:  # without waiting for the mutation that deletes its files: merges are stopped
+        store.command(f"ALTER TABLE otel_traces DROP INDEX {index}", settings={"alter_sync": 0})
+    measure(f"  and without the {len(indexes)} skip indexes")
+    for column in defaults:
+        store.command(f"ALTER TABLE otel_traces MODIFY COLUMN {column} REMOVE DEFAULT")
+    measure(f"  and without the {len(defaults)} normalized columns' DEFAULTs")
+    store.command("CREATE TABLE otel_traces_null AS otel_traces ENGINE = Null")
+    store.command("EXCHANGE TABLES otel_traces AND otel_traces_null")
+    measure("  and into a Null table: the OTLP view alone")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--segment-mib", type=float, default=16.0, help="segment size (default 16, the default --batch-max-size)")
     parser.add_argument("--runs", type=int, default=3, help="inserts per signal; the fastest counts (default 3)")
+    parser.add_argument("--breakdown", action="store_true", help="then take a spans insert apart (see above)")
     args = parser.parse_args()
 
     from tracehouse.storage import store as storage
@@ -108,6 +157,10 @@ def main() -> None:
             print(f"{name:14} {min(fixed[name]):8.2f} {mb:7.1f}MB {records:8,} {len(data) / records:6.0f} {cpu:6.2f} "
                   f"{records / cpu:8,.0f} {mb / cpu:6.1f} {(cpu - min(fixed[name])) / mb:18.3f} {peak[name]:8,.0f}")
         print(f"\nlogs per byte: {speed['logs'] / speed['spans']:.2f}x the speed of spans")
+        if args.breakdown:
+            target, tiny, data, spans = built["spans"]
+            print()
+            span_breakdown(store, target, tiny, data, spans, args.runs)
         store.close()
     finally:
         shutil.rmtree(data_dir, ignore_errors=True)
