@@ -43,6 +43,7 @@ class Signal:
     response: Callable[[otlp.Inspection], object]  # the Export…ServiceResponse message
     target: ProtobufTarget
     repair: Callable[[bytes], bytes]                # a WAL record ClickHouse refused → protobuf's re-encoding
+    route: Callable[[bytes], ProtobufTarget] | None = None  # a WAL record → its staging table, if not `target`
 
 
 class Ingest:
@@ -74,7 +75,7 @@ class Ingest:
         """
         inspection = signal.inspect(body)
         if inspection.items > inspection.rejected:
-            payload = inspection.body + otlp.batch_trailer(project, self.max_attribute_length)
+            payload = inspection.body + otlp.batch_trailer(project, self.max_attribute_length, inspection.deep)
             try:
                 await self.wals[signal.name].append_async(payload)
             except OSError as exc:
@@ -84,6 +85,10 @@ class Ingest:
         return signal.response(inspection)
 
 
+def _traces_staging(record: bytes) -> ProtobufTarget:
+    return store.TRACES_DEEP if otlp.is_deep_record(record) else store.TRACES
+
+
 TRACES = Signal(
     name="traces",
     inspect=otlp.inspect_traces,
@@ -91,6 +96,7 @@ TRACES = Signal(
     response=otlp.traces_response,
     target=store.TRACES,
     repair=otlp.canonical_record,
+    route=_traces_staging,
 )
 
 LOGS = Signal(

@@ -25,6 +25,7 @@ from opentelemetry.proto.collector.logs.v1 import logs_service_pb2
 from opentelemetry.proto.collector.metrics.v1 import metrics_service_pb2
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
 
+from .nesting import has_deep_values
 from .wal import encode_varint, read_varint
 
 ZERO_TRACE_ID = bytes(16)
@@ -33,8 +34,9 @@ ZERO_SPAN_ID = bytes(8)
 # Fields the collector appends to each request (see proto/otlp_traces_ingest.proto).
 MAX_VALUE_LENGTH_FIELD = 12
 PROJECT_FIELD = 13
+DEEP_VALUES_FIELD = 14  # traces only: 1 when an attribute value nests too deep for the common path
 WAL_CHECKSUM_FIELD = 15
-RESERVED_FIELDS = {MAX_VALUE_LENGTH_FIELD, PROJECT_FIELD, WAL_CHECKSUM_FIELD}
+RESERVED_FIELDS = {MAX_VALUE_LENGTH_FIELD, PROJECT_FIELD, DEEP_VALUES_FIELD, WAL_CHECKSUM_FIELD}
 
 
 class BadRequest(ValueError):
@@ -53,6 +55,7 @@ class Inspection:
     rejected: int    # those the ingest view will drop
     body: bytes      # the request to store: as received, or with its strings made valid UTF-8
     reason: str = SPANS_REJECTED  # what was rejected and why, after "<rejected> of <items> "
+    deep: bool | None = None      # traces: whether the request needs the deep staging table
 
     @property
     def error_message(self) -> str:
@@ -168,7 +171,7 @@ def inspect_traces(body: bytes) -> Inspection:
             spans = scope_spans.spans
             items += len(spans)
             rejected += sum(1 for span in spans if not _valid_ids(span))
-    return Inspection(items, rejected, body)
+    return Inspection(items, rejected, body, deep=has_deep_values(body))
 
 
 def _bad_log_ids(record) -> bool:
@@ -335,15 +338,29 @@ def metrics_json_to_protobuf(body: bytes) -> bytes:
 
 # -- responses and the collector's trailer --------------------------------------------------
 
-def batch_trailer(project: str, max_value_length: int) -> bytes:
+def batch_trailer(project: str, max_value_length: int, deep: bool | None = None) -> bytes:
     """Protobuf fields the collector appends to a request before it goes to the WAL.
 
     Appended fields win over any the client may have sent with the same numbers (protobuf's
-    last-one-wins rule for scalars), so a client cannot pick another project this way.
+    last-one-wins rule for scalars), so a client cannot pick another project this way. A trace
+    request's trailer ends with `deep` (DEEP_VALUES_FIELD), where the segment writer reads it.
     """
     project_bytes = project.encode()
-    return (encode_varint(MAX_VALUE_LENGTH_FIELD << 3) + encode_varint(max_value_length)
-            + encode_varint(PROJECT_FIELD << 3 | 2) + encode_varint(len(project_bytes)) + project_bytes)
+    trailer = (encode_varint(MAX_VALUE_LENGTH_FIELD << 3) + encode_varint(max_value_length)
+               + encode_varint(PROJECT_FIELD << 3 | 2) + encode_varint(len(project_bytes)) + project_bytes)
+    if deep is not None:
+        trailer += bytes((DEEP_VALUES_FIELD << 3, int(deep)))
+    return trailer
+
+
+_SHALLOW_TAIL = bytes((DEEP_VALUES_FIELD << 3, 0)) + bytes((WAL_CHECKSUM_FIELD << 3 | 5,))
+
+
+def is_deep_record(record: bytes) -> bool:
+    """Whether a trace WAL record goes to the deep staging table: unless its trailer says it is
+    shallow. (Records written before schema version 10 have no such field; the deep table
+    decodes everything the table they were meant for did.)"""
+    return record[-7:-4] != _SHALLOW_TAIL
 
 
 def traces_response(inspection: Inspection) -> trace_service_pb2.ExportTraceServiceResponse:
@@ -389,8 +406,10 @@ def canonical_record(record: bytes, request_class=LenientTracesRequest) -> bytes
     trailer = {f.field_number: f.data for f in UnknownFieldSet(request) if f.field_number in RESERVED_FIELDS}
     request.DiscardUnknownFields()
     project = trailer.get(PROJECT_FIELD, b"")
+    deep = trailer.get(DEEP_VALUES_FIELD)
     body = request.SerializeToString() + batch_trailer(
-        project.decode(errors="replace") if isinstance(project, bytes) else "", int(trailer.get(MAX_VALUE_LENGTH_FIELD, 0)))
+        project.decode(errors="replace") if isinstance(project, bytes) else "", int(trailer.get(MAX_VALUE_LENGTH_FIELD, 0)),
+        None if deep is None else bool(deep))
     return encode_varint(len(body)) + body
 
 

@@ -10,6 +10,10 @@ Several writers take segments from one log (`--insert-threads`): an insert runs 
 views on one core, so inserts side by side are what lets ClickHouse use more than one. Their
 order does not matter, since every segment is its own idempotent insert.
 
+Where a signal has more than one staging table (traces: collector/nesting.py), `route` names each
+record's; a segment with records for several is inserted as one insert per table, each with a
+token of its own (the first table's is the segment's), so a replay splits it the same way.
+
 A segment that ClickHouse keeps refusing while it answers other queries would block all data
 behind it. After a few tries such a segment is split into its records; each is inserted on
 its own (with the same retries, so an outage meanwhile quarantines nothing); a refused record
@@ -36,13 +40,15 @@ ATTEMPTS_BEFORE_SPLIT = 3
 
 class SegmentWriter:
     def __init__(self, wal: WriteAheadLog, store: Store, target: ProtobufTarget, quarantine_dir: Path,
-                 *, repair: Callable[[bytes], bytes] | None = None, min_backoff: float = 0.2,
+                 *, repair: Callable[[bytes], bytes] | None = None,
+                 route: Callable[[bytes], ProtobufTarget] | None = None, min_backoff: float = 0.2,
                  max_backoff: float = 5.0, insert_slots: threading.Semaphore | None = None):
         self.wal = wal
         self.store = store
         self.target = target
         self.quarantine_dir = quarantine_dir
         self.repair = repair
+        self.route = route
         self.min_backoff = min_backoff
         self.max_backoff = max_backoff
         # Held while inserting: several writers (of one log or of several) may share it.
@@ -78,13 +84,13 @@ class SegmentWriter:
     def _store_segment(self, segment: Segment) -> bool:
         """Insert until stored; False when asked to stop while storage is still failing."""
         token = f"{self.wal.instance_id}-{segment.id}"
-        data = self.wal.read(segment)
         try:
-            refusal = self._insert(data, token)
-            if refusal is not None:
-                log.error("segment %s of %s keeps failing while ClickHouse is up (%s); inserting its records one by one",
-                          segment.id, self.target.table, _first_line(refusal))
-                self._store_records_apart(data, token)
+            for target, data, part_token in self._parts(self.wal.read(segment), token):
+                refusal = self._insert(target, data, part_token)
+                if refusal is not None:
+                    log.error("segment %s into %s keeps failing while ClickHouse is up (%s); inserting its records "
+                              "one by one", segment.id, target.table, _first_line(refusal))
+                    self._store_records_apart(target, data, part_token)
         except _Stopped:
             self.wal.release(segment)
             return False
@@ -92,7 +98,19 @@ class SegmentWriter:
         self.inserted_segments += 1
         return True
 
-    def _insert(self, data: bytes, token: str) -> Exception | None:
+    def _parts(self, data: bytes, token: str) -> list[tuple[ProtobufTarget, bytes, str]]:
+        """The inserts that store a segment: (staging table, records, deduplication token)."""
+        if self.route is None:
+            return [(self.target, data, token)]
+        records: dict[ProtobufTarget, list[bytes]] = {}
+        for record in split_records(data):
+            records.setdefault(self.route(record), []).append(record)
+        if list(records) == [self.target]:
+            return [(self.target, data, token)]
+        return [(target, b"".join(parts), token if target == self.target else f"{token}-{target.table}")
+                for target, parts in records.items()]
+
+    def _insert(self, target: ProtobufTarget, data: bytes, token: str) -> Exception | None:
         """Insert with backoff; the last error if ClickHouse keeps refusing while it answers pings.
 
         Raises _Stopped when asked to stop while storage is still failing.
@@ -101,7 +119,7 @@ class SegmentWriter:
         while True:
             try:
                 with self.insert_slots:
-                    self.store.insert_protobuf(self.target, data, token)
+                    self.store.insert_protobuf(target, data, token)
                 return None
             except Exception as exc:  # storage errors come in many types; all are retried
                 attempts += 1
@@ -109,22 +127,22 @@ class SegmentWriter:
                 if attempts >= ATTEMPTS_BEFORE_SPLIT and self.store.ping():
                     return exc
                 log.warning("insert into %s failed (attempt %d), retrying in %.1fs: %s",
-                            self.target.table, attempts, backoff, _first_line(exc))
+                            target.table, attempts, backoff, _first_line(exc))
                 if self._stop.wait(backoff):
                     raise _Stopped from exc
                 backoff = min(backoff * 2, self.max_backoff)
 
-    def _store_records_apart(self, data: bytes, token: str) -> None:
+    def _store_records_apart(self, target: ProtobufTarget, data: bytes, token: str) -> None:
         # Each record gets the same patience as a segment: an outage that starts halfway through
         # must not send good records to quarantine.
         for index, record in enumerate(split_records(data)):
-            refusal = self._insert(record, f"{token}-r{index}")
+            refusal = self._insert(target, record, f"{token}-r{index}")
             if refusal is not None and self.repair is not None:
                 # An odd but legal encoding ClickHouse refuses: protobuf's own re-encoding of it.
-                refusal = self._insert(self.repair(record), f"{token}-r{index}-repaired")
+                refusal = self._insert(target, self.repair(record), f"{token}-r{index}-repaired")
             if refusal is not None:
                 self.quarantine_dir.mkdir(parents=True, exist_ok=True)
-                path = self.quarantine_dir / f"{self.target.table}-{token}-r{index}.bin"
+                path = self.quarantine_dir / f"{target.table}-{token}-r{index}.bin"
                 _write_durably(path, record)  # the segment holding it is deleted next
                 self.quarantined_records += 1
                 log.error("record %d of segment %s refused by ClickHouse, kept in %s: %s",

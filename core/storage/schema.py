@@ -27,7 +27,17 @@ PRICES_DICTIONARY = "tracehouse_model_prices_dict"
 TRACES_TABLE = "otel_traces"
 TRACE_ID_TS_TABLE = "otel_traces_trace_id_ts"
 TRACE_SUMMARY_TABLE = trace_summary.TABLE
-TRACES_STAGING_TABLE = "tracehouse_ingest_traces"
+# Where the collector inserts OTLP trace requests (ENGINE = Null; their views fill otel_traces).
+# A request whose attribute values all nest at most TRACES_ANY_VALUE_DEPTH levels goes to the
+# first, any other to the second (collector/otlp.py decides): ClickHouse analyses the ingest view
+# on every insert, and that analysis about doubles with each level the view unrolls.
+TRACES_STAGING_TABLE = "tracehouse_ingest_traces_shallow"
+TRACES_DEEP_STAGING_TABLE = "tracehouse_ingest_traces_deep"
+TRACES_ANY_VALUE_DEPTH = 2
+TRACES_DEEP_ANY_VALUE_DEPTH, TRACES_DEEP_ARRAY_DEPTH = 5, 4  # as for log records: logs_metrics.py
+# Schema versions 1-9 had one staging table, unrolled to four levels. It stays, with its view, for
+# collectors of those versions still running while a cluster is upgraded; nothing else uses it.
+LEGACY_TRACES_STAGING_TABLE = "tracehouse_ingest_traces"
 TRACE_SPANS_TABLE = trace_spans.TABLE
 TRACE_SPANS_GRANULE_BYTES = 256 << 10
 ASSESSMENTS_TABLE = "tracehouse_assessments"
@@ -38,6 +48,7 @@ EVAL_RULES_TABLE = "tracehouse_eval_rules"
 EVAL_LEASES_TABLE = "tracehouse_eval_leases"
 
 TRACES_PROTO_FILE = "otlp_traces_ingest.proto"
+TRACES_DEEP_PROTO_FILE = "otlp_traces_deep_ingest.proto"
 TRACES_PROTO_MESSAGE = "TracesBatch"
 
 PREVIEW_CHARS = trace_summary.PREVIEW_CHARS
@@ -285,8 +296,11 @@ class Schema:
         return self._table(TRACE_SPANS_TABLE, columns, self._engine("MergeTree"), clauses,
                            sharding_key="cityHash64(TraceId)") + [view]
 
-    def traces_staging(self) -> list[str]:
-        kvs = otlp_sql.key_values_type()
+    def traces_staging(self, table: str = LEGACY_TRACES_STAGING_TABLE, depth: int = otlp_sql.ANY_VALUE_DEPTH,
+                       array_depth: int | None = None) -> list[str]:
+        """A staging table for OTLP trace requests whose AnyValues are unrolled to `depth` levels
+        (arrays to `array_depth`), and its view into otel_traces."""
+        kvs = otlp_sql.key_values_type(depth, array_depth)
         span = (
             "Tuple(trace_id String, span_id String, trace_state String, parent_span_id String, name String, "
             "kind Int32, start_time_unix_nano UInt64, end_time_unix_nano UInt64, "
@@ -297,12 +311,13 @@ class Schema:
         )
         resource_spans = (f"Array(Tuple(resource Tuple(attributes {kvs}), "
                           f"scope_spans Array(Tuple(scope Tuple(name String, version String), spans Array({span})))))")
-        table = (f"CREATE TABLE IF NOT EXISTS {self.name(TRACES_STAGING_TABLE)}{self.on_cluster}\n(\n"
-                 f"    resource_spans {resource_spans},\n    max_value_length UInt32,\n    project String\n)\n"
-                 "ENGINE = Null")
-        return [table, self._staging_view()]
+        create = (f"CREATE TABLE IF NOT EXISTS {self.name(table)}{self.on_cluster}\n(\n"
+                  f"    resource_spans {resource_spans},\n    max_value_length UInt32,\n    project String\n)\n"
+                  "ENGINE = Null")
+        return [create, self._staging_view(table, depth, array_depth)]
 
-    def _staging_view(self) -> str:
+    def _staging_view(self, table: str = LEGACY_TRACES_STAGING_TABLE, depth: int = otlp_sql.ANY_VALUE_DEPTH,
+                      array_depth: int | None = None) -> str:
         """Explode each request into span rows, in three steps so each value is rendered once.
 
         1. per resource: its attribute map, service name and project (not once per span);
@@ -313,16 +328,17 @@ class Schema:
         max_len = "max_value_length"
         span_attrs = otlp_sql.attributes_map("_span_keys", "_span_values", max_len, mark_truncated=True)
         event_attrs = otlp_sql.attributes_map(otlp_sql.attribute_keys("e.attributes"),
-                                              otlp_sql.attribute_values("e.attributes"), max_len)
+                                              otlp_sql.attribute_values("e.attributes", depth, array_depth), max_len)
         link_attrs = otlp_sql.attributes_map(otlp_sql.attribute_keys("l.attributes"),
-                                             otlp_sql.attribute_values("l.attributes"), max_len)
+                                             otlp_sql.attribute_values("l.attributes", depth, array_depth), max_len)
         kinds = "['Unspecified', 'Internal', 'Server', 'Client', 'Producer', 'Consumer']"
         valid = ("length(s.trace_id) = 16 AND s.trace_id != repeat('\\0', 16) "
                  "AND length(s.span_id) = 8 AND s.span_id != repeat('\\0', 8) "
                  "AND length(s.parent_span_id) IN (0, 8)")
-        resources = otlp_sql.per_resource(self.name(TRACES_STAGING_TABLE), "resource_spans", "scope_spans")
+        resources = otlp_sql.per_resource(self.name(table), "resource_spans", "scope_spans", depth=depth,
+                                          array_depth=array_depth)
         return (
-            f"CREATE MATERIALIZED VIEW IF NOT EXISTS {self.name(TRACES_STAGING_TABLE + '_mv')}{self.on_cluster}\n"
+            f"CREATE MATERIALIZED VIEW IF NOT EXISTS {self.name(table + '_mv')}{self.on_cluster}\n"
             f"TO {self.name(TRACES_TABLE)}\nAS SELECT\n"
             f"    {otlp_sql.nanos_to_datetime('s.start_time_unix_nano')} AS Timestamp,\n"
             f"    {otlp_sql.hex_id('s.trace_id')} AS TraceId,\n"
@@ -350,7 +366,7 @@ class Schema:
             "FROM (\n"
             "    SELECT ss, s, max_value_length, _service_name, _resource_attributes, _project,\n"
             f"        {otlp_sql.attribute_keys('s.attributes')} AS _span_keys,\n"
-            f"        {otlp_sql.attribute_values('s.attributes')} AS _span_values\n"
+            f"        {otlp_sql.attribute_values('s.attributes', depth, array_depth)} AS _span_values\n"
             f"    FROM ({resources})\n"
             "    ARRAY JOIN _children AS ss\n"
             "    ARRAY JOIN ss.spans AS s\n"
@@ -454,6 +470,12 @@ class Schema:
             Migration(9, "serialized spans in granules of at most 256 KiB, so that merging them takes little "
                          "memory (the table is rebuilt and its rows copied)", self.rebuild_trace_spans(),
                       plan=self.rebuild_trace_spans),
+            Migration(10, "trace requests staged by how deep their attribute values nest: most in a table "
+                          "unrolled to 2 levels (half the analysis per insert), the rest to 5, which keeps "
+                          "structured GenAI messages whole (4 levels cut them)",
+                      self.traces_staging(TRACES_STAGING_TABLE, TRACES_ANY_VALUE_DEPTH)
+                      + self.traces_staging(TRACES_DEEP_STAGING_TABLE, TRACES_DEEP_ANY_VALUE_DEPTH,
+                                            TRACES_DEEP_ARRAY_DEPTH)),
         ]
 
     def rebuild_table(self, table: str, parked: str, outdated: str, create: list[str], copy: list[str],

@@ -1,0 +1,107 @@
+"""Trace requests take the staging table their attribute values need (collector/nesting.py):
+flat ones the shallow table, ones with values nested deeper (structured GenAI messages) the deep
+one, which stores them whole."""
+from __future__ import annotations
+
+import os
+
+import httpx
+import pytest
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+from opentelemetry.proto.common.v1.common_pb2 import AnyValue, ArrayValue, KeyValue, KeyValueList
+
+from tracehouse.collector import otlp
+from tracehouse.collector.nesting import has_deep_values
+from tracehouse.collector.wal import encode_varint
+from tracehouse.storage.schema import TRACES_ANY_VALUE_DEPTH
+from tracehouse.storage.store import TRACES
+from tracehouse.tests.conftest import spans_of
+from tracehouse.tests.test_durability import FlakyStore
+
+MESSAGES = [{"role": "user", "parts": [{"type": "text", "content": "What is 2+2?"}]}]
+MESSAGES_JSON = '[{"role":"user","parts":[{"type":"text","content":"What is 2+2?"}]}]'
+
+
+def any_value(value) -> AnyValue:
+    if isinstance(value, str):
+        return AnyValue(string_value=value)
+    if isinstance(value, int):
+        return AnyValue(int_value=value)
+    if isinstance(value, list):
+        return AnyValue(array_value=ArrayValue(values=[any_value(v) for v in value]))
+    return AnyValue(kvlist_value=KeyValueList(values=[KeyValue(key=k, value=any_value(v)) for k, v in value.items()]))
+
+
+def request(attributes: dict, where: str = "span", name: str = "chat") -> tuple[str, bytes]:
+    """(trace id hex, an ExportTraceServiceRequest of one span with `attributes` on its `where`)."""
+    req = ExportTraceServiceRequest()
+    resource_spans = req.resource_spans.add()
+    resource_spans.resource.attributes.add(key="service.name").value.string_value = "nesting"
+    span = resource_spans.scope_spans.add().spans.add(
+        trace_id=os.urandom(16), span_id=os.urandom(8), name=name, kind=3,
+        start_time_unix_nano=1_700_000_000_000_000_000, end_time_unix_nano=1_700_000_001_000_000_000)
+    holder = {"span": span.attributes, "resource": resource_spans.resource.attributes,
+              "event": span.events.add(name="e").attributes, "link": span.links.add(
+                  trace_id=os.urandom(16), span_id=os.urandom(8)).attributes}[where]
+    for key, value in attributes.items():
+        holder.add(key=key, value=any_value(value))
+    return span.trace_id.hex(), req.SerializeToString()
+
+
+@pytest.mark.parametrize("where", ["span", "resource", "event", "link"])
+@pytest.mark.parametrize("value, deep", [
+    ("text", False), (["a", "b"], False), ({"k": "v"}, False), ([], False),
+    ([{"k": "v"}], True), ({"k": ["v"]}, True), ([[]], True), (MESSAGES, True),
+])
+def test_a_value_nested_past_the_shallow_tables_depth_is_found_wherever_it_is(where, value, deep):
+    assert TRACES_ANY_VALUE_DEPTH == 2  # the cases above are written for it
+    _, body = request({"flat": "x", "v": value}, where)
+    assert has_deep_values(body) is deep
+    assert otlp.inspect_traces(body).deep is deep
+
+
+def wal_record(body: bytes, deep: bool | None) -> bytes:
+    """A WAL record as the collector writes it (the checksum's value does not matter here)."""
+    payload = body + otlp.batch_trailer("p", 1000, deep)
+    return encode_varint(len(payload) + 5) + payload + b"\x7d" + bytes(4)
+
+
+def test_the_trailer_routes_a_record_and_a_repaired_record_keeps_its_route():
+    _, body = request({"v": MESSAGES})
+    assert [otlp.is_deep_record(wal_record(body, deep)) for deep in (False, True, None)] == [False, True, True]
+    for deep in (False, True):  # protobuf's re-encoding of a refused record keeps the field
+        repaired = otlp.canonical_record(wal_record(body, deep))
+        assert repaired.endswith(bytes((otlp.DEEP_VALUES_FIELD << 3, int(deep))))
+
+
+def send(running, body: bytes) -> None:
+    response = httpx.post(f"{running.http_endpoint}/v1/traces", content=body,
+                          headers={"content-type": "application/x-protobuf"}, timeout=30)
+    assert (response.status_code, response.content) == (200, b"")
+
+
+def test_flat_and_structured_requests_in_one_segment_are_each_stored_once_and_whole(store, make_collector):
+    """One segment holds both kinds: the writer inserts it as two inserts, each with its own
+    deduplication token; the first insert's answer is lost, and its retry stores nothing twice."""
+    flaky = FlakyStore(store, lost_answers=1)
+    running = make_collector(store_override=flaky, batch_max_delay=30)  # both requests in one segment
+    flat_id, flat = request({"gen_ai.request.model": "gpt-4o", "tags": ["a", "b"], "meta": {"k": "v", "n": 2}},
+                            name="flat")
+    deep_id, deep = request({"gen_ai.request.model": "gpt-4o", "gen_ai.input.messages": MESSAGES,
+                             "too.deep": {"a": {"b": {"c": {"d": {"e": "lost"}}}}}}, name="structured")
+    send(running, flat)
+    send(running, deep)
+    running.wait_stored(120)
+    assert flaky.lost_answers == 0
+    rows = spans_of(store, [flat_id, deep_id], "SpanName, SpanAttributes, Inputs", order="SpanName")
+    assert rows == [
+        {"SpanName": "flat", "SpanAttributes": {"gen_ai.request.model": "gpt-4o", "tags": '["a","b"]',
+                                                 "meta": '{"k":"v","n":2}'}, "Inputs": ""},
+        {"SpanName": "structured", "SpanAttributes": {
+            "gen_ai.request.model": "gpt-4o", "gen_ai.input.messages": MESSAGES_JSON,
+            # five levels of maps are decoded; a map at the fifth is not, as for log records
+            "too.deep": '{"a":{"b":{"c":{"d":null}}}}'}, "Inputs": MESSAGES_JSON},
+    ]
+    writers = [w for w in running.collector.writers if w.target == TRACES]
+    # one segment, stored by two inserts after one retry
+    assert (sum(w.inserted_segments for w in writers), sum(w.failed_attempts for w in writers)) == (1, 1)
