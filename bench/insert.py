@@ -32,17 +32,18 @@ sys.path.insert(0, str(Path(__file__).parent))
 import ingest as workload  # noqa: E402  (bench/ingest.py: the request templates)
 
 
-def segment(build, records_in_template: int, target_bytes: int) -> tuple[bytes, int]:
-    """Length-delimited requests, as in a WAL segment, each with its own ids, of about target_bytes."""
+def segment(build, records_in_template: int, target_bytes: int, deep: bool | None = None) -> tuple[bytes, int]:
+    """Length-delimited requests, as in a WAL segment, each with its own ids, of about target_bytes
+    (`deep`: the trailer field the collector routes traces and logs by)."""
     from tracehouse.collector import otlp
-    from tracehouse.collector.wal import encode_varint
+    from tracehouse.collector.wal import frame_record
 
     template = build()
     out, size, n = [], 0, 0
     while size < target_bytes or not out:
         body = template.replace(workload.MARKER, struct.pack(">I", n + 1))
-        payload = body + otlp.batch_trailer("", 128 << 10)
-        out.append(encode_varint(len(payload)) + payload)
+        payload = body + otlp.batch_trailer("", 128 << 10, deep)
+        out.append(b"".join(frame_record(payload)))  # framed as in the WAL, checksum and all
         size += len(out[-1])
         n += 1
     return b"".join(out), n * records_in_template
@@ -118,13 +119,14 @@ def main() -> None:
     parser.add_argument("--breakdown", action="store_true", help="then take a spans insert apart (see above)")
     args = parser.parse_args()
 
+    from tracehouse.collector import ingest
     from tracehouse.storage import store as storage
 
     traces = 100  # per request: 1,000 spans, 800 log records, 400 metric points
     signals = {
-        "spans": (storage.TRACES, lambda: workload.build_template(1, 0, traces), traces * workload.SPANS_PER_TRACE),
-        "logs": (storage.LOGS, lambda: workload.build_logs_template(1, 0, traces), traces * len(workload.LLM_SPANS) * 2),
-        "metric points": (storage.METRICS, lambda: workload.build_metrics_template(1, 0, traces * 4), traces * 4),
+        "spans": (ingest.TRACES, lambda: workload.build_template(1, 0, traces), traces * workload.SPANS_PER_TRACE),
+        "logs": (ingest.LOGS, lambda: workload.build_logs_template(1, 0, traces), traces * len(workload.LLM_SPANS) * 2),
+        "metric points": (ingest.METRICS, lambda: workload.build_metrics_template(1, 0, traces * 4), traces * 4),
     }
     data_dir = Path(tempfile.mkdtemp(prefix="tracehouse-insert-bench-"))
     try:
@@ -138,9 +140,12 @@ def main() -> None:
         # Signals take turns, run by run, so that a slow spell on a shared machine hits them
         # all alike; each signal's fastest run counts.
         built = {}
-        for name, (target, build, per_request) in signals.items():
-            tiny, _ = segment(build, per_request, 1)
-            built[name] = (target, tiny, *segment(build, per_request, int(args.segment_mib * 2**20)))
+        for name, (signal, build, per_request) in signals.items():
+            # The staging table the collector would pick for these requests (collector/nesting.py).
+            deep = signal.inspect(build()).deep
+            tiny, _ = segment(build, per_request, 1, deep)
+            target = signal.route(tiny) if signal.route else signal.target
+            built[name] = (target, tiny, *segment(build, per_request, int(args.segment_mib * 2**20), deep))
         fixed = {name: [] for name in signals}
         full = {name: [] for name in signals}
         for run in range(args.runs):

@@ -99,13 +99,18 @@ TRACES = Signal(
     route=_traces_staging,
 )
 
+def _logs_staging(record: bytes) -> ProtobufTarget:
+    return store.LOGS if otlp.is_deep_record(record) else store.LOGS_SHALLOW
+
+
 LOGS = Signal(
     name="logs",
     inspect=otlp.inspect_logs,
     from_json=otlp.logs_json_to_protobuf,
     response=otlp.logs_response,
-    target=store.LOGS,
+    target=store.LOGS,  # the deep table, as before schema version 10: a replayed older segment keeps its token
     repair=otlp.canonical_logs_record,
+    route=_logs_staging,
 )
 
 METRICS = Signal(

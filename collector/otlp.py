@@ -25,7 +25,7 @@ from opentelemetry.proto.collector.logs.v1 import logs_service_pb2
 from opentelemetry.proto.collector.metrics.v1 import metrics_service_pb2
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
 
-from .nesting import has_deep_values
+from .nesting import has_deep_log_values, has_deep_values
 from .wal import encode_varint, read_varint
 
 ZERO_TRACE_ID = bytes(16)
@@ -34,7 +34,7 @@ ZERO_SPAN_ID = bytes(8)
 # Fields the collector appends to each request (see proto/otlp_traces_ingest.proto).
 MAX_VALUE_LENGTH_FIELD = 12
 PROJECT_FIELD = 13
-DEEP_VALUES_FIELD = 14  # traces only: 1 when an attribute value nests too deep for the common path
+DEEP_VALUES_FIELD = 14  # traces and logs: 1 when a value nests too deep for the shallow staging table
 WAL_CHECKSUM_FIELD = 15
 RESERVED_FIELDS = {MAX_VALUE_LENGTH_FIELD, PROJECT_FIELD, DEEP_VALUES_FIELD, WAL_CHECKSUM_FIELD}
 
@@ -55,7 +55,7 @@ class Inspection:
     rejected: int    # those the ingest view will drop
     body: bytes      # the request to store: as received, or with its strings made valid UTF-8
     reason: str = SPANS_REJECTED  # what was rejected and why, after "<rejected> of <items> "
-    deep: bool | None = None      # traces: whether the request needs the deep staging table
+    deep: bool | None = None      # traces and logs: whether the request needs the deep staging table
 
     @property
     def error_message(self) -> str:
@@ -190,7 +190,7 @@ def inspect_logs(body: bytes) -> Inspection:
             records = scope_logs.log_records
             items += len(records)
             rejected += sum(1 for record in records if _bad_log_ids(record))
-    return Inspection(items, rejected, body, LOG_RECORDS_REJECTED)
+    return Inspection(items, rejected, body, LOG_RECORDS_REJECTED, deep=has_deep_log_values(body))
 
 
 _METRIC_KINDS = ("gauge", "sum", "histogram", "exponential_histogram", "summary")
@@ -343,7 +343,8 @@ def batch_trailer(project: str, max_value_length: int, deep: bool | None = None)
 
     Appended fields win over any the client may have sent with the same numbers (protobuf's
     last-one-wins rule for scalars), so a client cannot pick another project this way. A trace
-    request's trailer ends with `deep` (DEEP_VALUES_FIELD), where the segment writer reads it.
+    or logs request's trailer ends with `deep` (DEEP_VALUES_FIELD), where the segment writer
+    reads it.
     """
     project_bytes = project.encode()
     trailer = (encode_varint(MAX_VALUE_LENGTH_FIELD << 3) + encode_varint(max_value_length)
@@ -357,9 +358,9 @@ _SHALLOW_TAIL = bytes((DEEP_VALUES_FIELD << 3, 0)) + bytes((WAL_CHECKSUM_FIELD <
 
 
 def is_deep_record(record: bytes) -> bool:
-    """Whether a trace WAL record goes to the deep staging table: unless its trailer says it is
-    shallow. (Records written before schema version 10 have no such field; the deep table
-    decodes everything the table they were meant for did.)"""
+    """Whether a trace or logs WAL record goes to the deep staging table: unless its trailer
+    says it is shallow. (Records written before schema version 10 have no such field; the deep
+    table decodes everything the table they were meant for did.)"""
     return record[-7:-4] != _SHALLOW_TAIL
 
 

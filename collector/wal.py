@@ -80,7 +80,7 @@ def encode_varint(value: int) -> bytes:
     return bytes(out)
 
 
-def _frame(payload: bytes) -> tuple[bytes, bytes, bytes]:
+def frame_record(payload: bytes) -> tuple[bytes, bytes, bytes]:
     """Split a record into buffers so the payload is written without being copied."""
     trailer = _CRC_TAG + zlib.crc32(payload).to_bytes(4, "little")
     return encode_varint(len(payload) + _TRAILER_SIZE), payload, trailer
@@ -245,7 +245,7 @@ class WriteAheadLog:
         if not payload:
             # The framing needs a non-empty message: recovery reads length <= 5 as garbage.
             raise ValueError("cannot append an empty payload")
-        buffers = _frame(payload)  # crc outside the lock: zlib releases the GIL
+        buffers = frame_record(payload)  # crc outside the lock: zlib releases the GIL
         size = len(buffers[0]) + len(payload) + _TRAILER_SIZE
         future: concurrent.futures.Future = concurrent.futures.Future()
         # The record will be written no matter what; a cancel would only hide the outcome.

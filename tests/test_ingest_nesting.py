@@ -1,20 +1,22 @@
-"""Trace requests take the staging table their attribute values need (collector/nesting.py):
-flat ones the shallow table, ones with values nested deeper (structured GenAI messages) the deep
-one, which stores them whole."""
+"""Trace and logs requests take the staging table their values need (collector/nesting.py):
+shallow ones the shallow table, ones with values nested deeper (structured GenAI messages) the
+deep one, which stores them whole."""
 from __future__ import annotations
 
 import os
 
 import httpx
 import pytest
+from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, ArrayValue, KeyValue, KeyValueList
 
 from tracehouse.collector import otlp
-from tracehouse.collector.nesting import has_deep_values
+from tracehouse.collector.nesting import has_deep_log_values, has_deep_values
 from tracehouse.collector.wal import encode_varint
+from tracehouse.storage.logs_metrics import LOGS_SHALLOW_DEPTH
 from tracehouse.storage.schema import TRACES_ANY_VALUE_DEPTH
-from tracehouse.storage.store import TRACES
+from tracehouse.storage.store import LOGS, TRACES
 from tracehouse.tests.conftest import spans_of
 from tracehouse.tests.test_durability import FlakyStore
 
@@ -105,3 +107,60 @@ def test_flat_and_structured_requests_in_one_segment_are_each_stored_once_and_wh
     writers = [w for w in running.collector.writers if w.target == TRACES]
     # one segment, stored by two inserts after one retry
     assert (sum(w.inserted_segments for w in writers), sum(w.failed_attempts for w in writers)) == (1, 1)
+
+
+# -- logs ------------------------------------------------------------------------------------
+
+TOOL_CALL_CHOICE = {"index": 0, "finish_reason": "tool_calls", "message": {"role": "assistant", "tool_calls": [
+    {"id": "call_1", "type": "function", "function": {"name": "add", "arguments": "{\"a\":2}"}}]}}
+# The deep table decodes maps down to level 5, as before schema version 10, but not a map *at*
+# level 5, such as the function of a tool call here: stored as null, as before.
+TOOL_CALL_CHOICE_JSON = ('{"index":0,"finish_reason":"tool_calls","message":{"role":"assistant","tool_calls":'
+                         '[{"id":"call_1","type":"function","function":null}]}}')
+
+
+def logs_request(body, where: str = "body", event: str = "gen_ai.choice") -> bytes:
+    """An ExportLogsServiceRequest of one record with `body` as its body or on `where`'s attributes."""
+    req = ExportLogsServiceRequest()
+    resource_logs = req.resource_logs.add()
+    resource_logs.resource.attributes.add(key="service.name").value.string_value = "nesting"
+    scope_logs = resource_logs.scope_logs.add()
+    record = scope_logs.log_records.add(time_unix_nano=1_700_000_000_000_000_000, event_name=event,
+                                        trace_id=os.urandom(16), span_id=os.urandom(8))
+    if where == "body":
+        record.body.CopyFrom(any_value(body))
+    else:
+        holder = {"record": record.attributes, "scope": scope_logs.scope.attributes,
+                  "resource": resource_logs.resource.attributes}[where]
+        holder.add(key="v", value=any_value(body))
+    return req.SerializeToString()
+
+
+@pytest.mark.parametrize("where", ["body", "record", "scope", "resource"])
+@pytest.mark.parametrize("value, deep", [
+    ("text", False), ({"content": "hi"}, False), ({"message": {"role": "assistant", "content": "4"}}, False),
+    ([["x"]], False), ([[["x"]]], True), ({"a": {"b": {"c": "d"}}}, True), (TOOL_CALL_CHOICE, True),
+])
+def test_a_log_value_nested_past_the_shallow_tables_depth_is_found_wherever_it_is(where, value, deep):
+    assert LOGS_SHALLOW_DEPTH == 3  # the cases above are written for it
+    body = logs_request(value, where)
+    assert has_deep_log_values(body) is deep
+    assert otlp.inspect_logs(body).deep is deep
+
+
+def test_flat_and_deep_log_records_in_one_segment_are_each_stored_once_and_whole(store, make_collector):
+    running = make_collector(batch_max_delay=30)  # both requests in one segment
+    choice = {"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": "4"}}
+    for body in (choice, TOOL_CALL_CHOICE):
+        response = httpx.post(f"{running.http_endpoint}/v1/logs", content=logs_request(body),
+                              headers={"content-type": "application/x-protobuf"}, timeout=30)
+        assert (response.status_code, response.content) == (200, b"")
+    running.wait_stored(120)
+    rows = store.query("SELECT Body FROM otel_logs WHERE ServiceName = 'nesting' AND Body IN {bodies:Array(String)} "
+                       "ORDER BY Body", parameters={"bodies": [
+                           '{"index":0,"finish_reason":"stop","message":{"role":"assistant","content":"4"}}',
+                           TOOL_CALL_CHOICE_JSON]}).result_rows
+    assert rows == [('{"index":0,"finish_reason":"stop","message":{"role":"assistant","content":"4"}}',),
+                    (TOOL_CALL_CHOICE_JSON,)]
+    writers = [w for w in running.collector.writers if w.target == LOGS]
+    assert sum(w.inserted_segments for w in writers) == 1

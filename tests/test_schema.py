@@ -192,7 +192,8 @@ def test_migration_6_brings_the_logs_and_metrics_ingest_views_up_to_date(store):
         rows = store.query("SELECT name, replaceAll(as_select, {d:String} || '.', '') FROM system.tables "
                            "WHERE database = {d:String} AND engine = 'MaterializedView'", parameters={"d": database})
         later = {"tracehouse_trace_spans_mv", "tracehouse_traces_mv", "tracehouse_trace_buckets_mv",  # 7's, 8's
-                 "tracehouse_ingest_traces_shallow_mv", "tracehouse_ingest_traces_deep_mv"}  # and 10's
+                 "tracehouse_ingest_traces_shallow_mv", "tracehouse_ingest_traces_deep_mv",  # and 10's
+                 "tracehouse_ingest_logs_shallow_mv"}
         return {name: select for name, select in rows.result_rows if name not in later}
 
     current = views("default")

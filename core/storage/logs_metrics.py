@@ -24,7 +24,10 @@ if TYPE_CHECKING:
     from .schema import Schema
 
 LOGS_TABLE = "otel_logs"
+# Where the collector inserts OTLP logs requests, as for traces (schema.py): one whose values all
+# nest at most LOGS_SHALLOW_DEPTH levels goes to the shallow table, any other to the first.
 LOGS_STAGING_TABLE = "tracehouse_ingest_logs"
+LOGS_SHALLOW_STAGING_TABLE = "tracehouse_ingest_logs_shallow"
 SPAN_CONTENT_TABLE = "tracehouse_span_content"
 METRICS_STAGING_TABLE = "tracehouse_ingest_metrics"
 # kind (as the OTLP Metric field is named) → table
@@ -37,6 +40,7 @@ METRIC_TABLES = {
 }
 
 LOGS_PROTO_FILE = "otlp_logs_ingest.proto"
+LOGS_SHALLOW_PROTO_FILE = "otlp_logs_shallow_ingest.proto"
 LOGS_PROTO_MESSAGE = "LogsBatch"
 METRICS_PROTO_FILE = "otlp_metrics_ingest.proto"
 METRICS_PROTO_MESSAGE = "MetricsBatch"
@@ -45,6 +49,8 @@ METRICS_PROTO_MESSAGE = "MetricsBatch"
 # costs ingest speed: see the .proto files).
 LOGS_ANY_VALUE_DEPTH = 5
 LOGS_ARRAY_DEPTH = 4  # arrays unrolled above level 4 only: see the .proto
+# Three levels hold a GenAI event's body (a message map in a choice map) unless it has tool calls.
+LOGS_SHALLOW_DEPTH = 3
 METRICS_ANY_VALUE_DEPTH = 2  # see the .proto
 
 # table → the expression its retention TTL is counted from
@@ -127,22 +133,25 @@ def logs_table(schema: Schema) -> list[str]:
                          sharding_key="cityHash64(TraceId)")
 
 
-def logs_staging(schema: Schema) -> list[str]:
-    depth = LOGS_ANY_VALUE_DEPTH
-    kvs = otlp_sql.key_values_type(depth, LOGS_ARRAY_DEPTH)
+def logs_staging(schema: Schema, table: str = LOGS_STAGING_TABLE, depth: int = LOGS_ANY_VALUE_DEPTH,
+                 array_depth: int = LOGS_ARRAY_DEPTH) -> list[str]:
+    """A staging table for OTLP logs requests whose AnyValues are unrolled to `depth` levels
+    (arrays to `array_depth`), and its view into otel_logs."""
+    kvs = otlp_sql.key_values_type(depth, array_depth)
     record = (f"Tuple(time_unix_nano UInt64, severity_number Int32, severity_text String, "
-              f"body {otlp_sql.any_value_type(1, depth, LOGS_ARRAY_DEPTH)}, attributes {kvs}, flags UInt32, trace_id String, "
+              f"body {otlp_sql.any_value_type(1, depth, array_depth)}, attributes {kvs}, flags UInt32, trace_id String, "
               "span_id String, observed_time_unix_nano UInt64, event_name String)")
     scope = f"Tuple(name String, version String, attributes {kvs})"
     resource_logs = (f"Array(Tuple(resource Tuple(attributes {kvs}), scope_logs Array(Tuple(scope {scope}, "
                      f"log_records Array({record}), schema_url String)), schema_url String))")
-    table = (f"CREATE TABLE IF NOT EXISTS {schema.name(LOGS_STAGING_TABLE)}{schema.on_cluster}\n(\n"
-             f"    resource_logs {resource_logs},\n    max_value_length UInt32,\n    project String\n)\n"
-             "ENGINE = Null")
-    return [table, _logs_staging_view(schema)]
+    create = (f"CREATE TABLE IF NOT EXISTS {schema.name(table)}{schema.on_cluster}\n(\n"
+              f"    resource_logs {resource_logs},\n    max_value_length UInt32,\n    project String\n)\n"
+              "ENGINE = Null")
+    return [create, _logs_staging_view(schema, table, depth, array_depth)]
 
 
-def _logs_staging_view(schema: Schema) -> str:
+def _logs_staging_view(schema: Schema, table: str = LOGS_STAGING_TABLE, depth: int = LOGS_ANY_VALUE_DEPTH,
+                       array_depth: int = LOGS_ARRAY_DEPTH) -> str:
     """Explode each request into log rows: per resource, then per scope and record.
 
     ClickHouse analyses every copy of a value rendering on every insert (~0.1 s each at this
@@ -154,19 +163,18 @@ def _logs_staging_view(schema: Schema) -> str:
     The rule for ids must match collector/otlp.py (`_valid_log_ids`): a record whose trace or
     span id has a wrong length is dropped (and counted as rejected); an all-zero id means none.
     """
-    depth = LOGS_ANY_VALUE_DEPTH
-    resources = otlp_sql.per_resource(schema.name(LOGS_STAGING_TABLE), "resource_logs", "scope_logs", depth=depth,
-                                      array_depth=LOGS_ARRAY_DEPTH, carry=("schema_url",))
+    resources = otlp_sql.per_resource(schema.name(table), "resource_logs", "scope_logs", depth=depth,
+                                      array_depth=array_depth, carry=("schema_url",))
     texts, scope, attributes = otlp_sql.scope_and_record_attributes(
-        "sl.scope.attributes", "r.attributes", "_texts", "max_value_length", depth=depth, array_depth=LOGS_ARRAY_DEPTH)
-    body = f"arrayElement({otlp_sql.values_text('[r.body]', depth, LOGS_ARRAY_DEPTH)}, 1)"
+        "sl.scope.attributes", "r.attributes", "_texts", "max_value_length", depth=depth, array_depth=array_depth)
+    body = f"arrayElement({otlp_sql.values_text('[r.body]', depth, array_depth)}, 1)"
     valid = "length(r.trace_id) IN (0, 16) AND length(r.span_id) IN (0, 8)"
 
     def log_id(expr: str, size: int) -> str:
         return f"if({expr} = repeat('\\0', {size}), '', {otlp_sql.hex_id(expr)})"
 
     return (
-        f"CREATE MATERIALIZED VIEW IF NOT EXISTS {schema.name(LOGS_STAGING_TABLE + '_mv')}{schema.on_cluster}\n"
+        f"CREATE MATERIALIZED VIEW IF NOT EXISTS {schema.name(table + '_mv')}{schema.on_cluster}\n"
         f"TO {schema.name(LOGS_TABLE)}\nAS SELECT\n"
         # The exporter falls back to the observed time when a record has no time of its own.
         f"    {otlp_sql.nanos_to_datetime('if(r.time_unix_nano != 0, r.time_unix_nano, r.observed_time_unix_nano)')} AS Timestamp,\n"

@@ -470,12 +470,14 @@ class Schema:
             Migration(9, "serialized spans in granules of at most 256 KiB, so that merging them takes little "
                          "memory (the table is rebuilt and its rows copied)", self.rebuild_trace_spans(),
                       plan=self.rebuild_trace_spans),
-            Migration(10, "trace requests staged by how deep their attribute values nest: most in a table "
-                          "unrolled to 2 levels (half the analysis per insert), the rest to 5, which keeps "
-                          "structured GenAI messages whole (4 levels cut them)",
+            Migration(10, "trace and log requests staged by how deep their values nest: most in a table "
+                          "unrolled to 2 levels for spans, 3 for logs (half the analysis per insert or less), "
+                          "the rest to 5, which keeps structured GenAI messages in spans whole (4 levels cut them)",
                       self.traces_staging(TRACES_STAGING_TABLE, TRACES_ANY_VALUE_DEPTH)
                       + self.traces_staging(TRACES_DEEP_STAGING_TABLE, TRACES_DEEP_ANY_VALUE_DEPTH,
-                                            TRACES_DEEP_ARRAY_DEPTH)),
+                                            TRACES_DEEP_ARRAY_DEPTH)
+                      + logs_metrics.logs_staging(self, logs_metrics.LOGS_SHALLOW_STAGING_TABLE,
+                                                  logs_metrics.LOGS_SHALLOW_DEPTH, logs_metrics.LOGS_SHALLOW_DEPTH)),
         ]
 
     def rebuild_table(self, table: str, parked: str, outdated: str, create: list[str], copy: list[str],

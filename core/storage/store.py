@@ -38,7 +38,7 @@ class ProtobufTarget:
 
 
 TRACES = ProtobufTarget(TRACES_STAGING_TABLE, TRACES_PROTO_FILE, TRACES_PROTO_MESSAGE)
-# Trace requests with an attribute value nested deeper than TRACES can decode (collector/otlp.py).
+# Trace requests with an attribute value nested deeper than TRACES can decode (collector/nesting.py).
 TRACES_DEEP = ProtobufTarget(TRACES_DEEP_STAGING_TABLE, TRACES_DEEP_PROTO_FILE, TRACES_PROTO_MESSAGE)
 # Log bodies are nested values (GenAI messages as maps), rendered level by level. Evaluating every
 # branch of each level's multiIf, instead of short-circuiting it, renders them 3x faster (37 →
@@ -48,6 +48,9 @@ TRACES_DEEP = ProtobufTarget(TRACES_DEEP_STAGING_TABLE, TRACES_DEEP_PROTO_FILE, 
 # that a branch would have skipped.
 LOGS = ProtobufTarget(logs_metrics.LOGS_STAGING_TABLE, logs_metrics.LOGS_PROTO_FILE, logs_metrics.LOGS_PROTO_MESSAGE,
                       settings=(("short_circuit_function_evaluation", "disable"),))
+# Logs requests whose values all nest at most LOGS_SHALLOW_DEPTH levels (collector/nesting.py).
+LOGS_SHALLOW = ProtobufTarget(logs_metrics.LOGS_SHALLOW_STAGING_TABLE, logs_metrics.LOGS_SHALLOW_PROTO_FILE,
+                              logs_metrics.LOGS_PROTO_MESSAGE, settings=LOGS.settings)
 METRICS = ProtobufTarget(logs_metrics.METRICS_STAGING_TABLE, logs_metrics.METRICS_PROTO_FILE,
                          logs_metrics.METRICS_PROTO_MESSAGE)
 
