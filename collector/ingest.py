@@ -99,6 +99,7 @@ TRACES = Signal(
     route=_traces_staging,
 )
 
+
 def _logs_staging(record: bytes) -> ProtobufTarget:
     return store.LOGS if otlp.is_deep_record(record) else store.LOGS_SHALLOW
 

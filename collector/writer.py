@@ -10,9 +10,10 @@ Several writers take segments from one log (`--insert-threads`): an insert runs 
 views on one core, so inserts side by side are what lets ClickHouse use more than one. Their
 order does not matter, since every segment is its own idempotent insert.
 
-Where a signal has more than one staging table (traces: collector/nesting.py), `route` names each
-record's; a segment with records for several is inserted as one insert per table, each with a
-token of its own (the first table's is the segment's), so a replay splits it the same way.
+Where a signal has more than one staging table (traces and logs: collector/nesting.py), `route`
+names each record's; a segment with records for several is inserted as one insert per table,
+each with a token of its own (the writer's `target` keeps the segment's), so a replay splits it
+the same way.
 
 A segment that ClickHouse keeps refusing while it answers other queries would block all data
 behind it. After a few tries such a segment is split into its records; each is inserted on

@@ -160,6 +160,7 @@ def malformed_protobuf(good: bytes) -> list[tuple[str, bytes, str]]:
         ("random bytes", random.Random(20240601).randbytes(4096), NOT_PROTOBUF),
         ("field 12", good + b"\x60\x05", RESERVED.format([12])),
         ("field 13", good + field(13, b"other"), RESERVED.format([13])),
+        ("field 14 (the collector's routing flag)", good + b"\x70\x00", RESERVED.format([14])),
         ("field 15", good + b"\x79" + bytes(8), RESERVED.format([15])),
         ("fields 12, 13, 15", field(13, b"x") + good + b"\x79" + bytes(8) + b"\x60\x01", RESERVED.format([12, 13, 15])),
     ]

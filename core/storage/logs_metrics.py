@@ -25,7 +25,8 @@ if TYPE_CHECKING:
 
 LOGS_TABLE = "otel_logs"
 # Where the collector inserts OTLP logs requests, as for traces (schema.py): one whose values all
-# nest at most LOGS_SHALLOW_DEPTH levels goes to the shallow table, any other to the first.
+# nest at most LOGS_SHALLOW_DEPTH levels goes to the shallow table (schema version 10 on), any
+# other to the table every logs request went to before, unrolled to LOGS_ANY_VALUE_DEPTH.
 LOGS_STAGING_TABLE = "tracehouse_ingest_logs"
 LOGS_SHALLOW_STAGING_TABLE = "tracehouse_ingest_logs_shallow"
 SPAN_CONTENT_TABLE = "tracehouse_span_content"

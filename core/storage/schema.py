@@ -29,7 +29,7 @@ TRACE_ID_TS_TABLE = "otel_traces_trace_id_ts"
 TRACE_SUMMARY_TABLE = trace_summary.TABLE
 # Where the collector inserts OTLP trace requests (ENGINE = Null; their views fill otel_traces).
 # A request whose attribute values all nest at most TRACES_ANY_VALUE_DEPTH levels goes to the
-# first, any other to the second (collector/otlp.py decides): ClickHouse analyses the ingest view
+# first, any other to the second (collector/nesting.py decides): ClickHouse analyses the ingest view
 # on every insert, and that analysis about doubles with each level the view unrolls.
 TRACES_STAGING_TABLE = "tracehouse_ingest_traces_shallow"
 TRACES_DEEP_STAGING_TABLE = "tracehouse_ingest_traces_deep"
@@ -299,7 +299,8 @@ class Schema:
     def traces_staging(self, table: str = LEGACY_TRACES_STAGING_TABLE, depth: int = otlp_sql.ANY_VALUE_DEPTH,
                        array_depth: int | None = None) -> list[str]:
         """A staging table for OTLP trace requests whose AnyValues are unrolled to `depth` levels
-        (arrays to `array_depth`), and its view into otel_traces."""
+        (arrays to `array_depth`), and its view into otel_traces. The defaults give the single
+        table of schema versions 1-9 (migrations 1 and 4 create and rewrite it)."""
         kvs = otlp_sql.key_values_type(depth, array_depth)
         span = (
             "Tuple(trace_id String, span_id String, trace_state String, parent_span_id String, name String, "
