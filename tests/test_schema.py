@@ -206,3 +206,32 @@ def test_migration_6_brings_the_logs_and_metrics_ingest_views_up_to_date(store):
             store.command(statement)
         assert views("before_migration_6") == current
     store.command("DROP DATABASE before_migration_6 SYNC")
+
+
+def test_migration_10_stages_requests_by_depth_and_keeps_the_old_staging_table_for_older_collectors(store):
+    """On a version-9 database: a shallow and a deep staging table for traces, a shallow one for
+    logs, each with its view into the signal's table; the old traces staging table and its view
+    stay (a collector of an earlier version may still insert there). Applied twice: same end."""
+    _, migrations = database_before(store, 10)
+
+    def staging() -> list[tuple[str, str]]:
+        rows = store.query("SELECT name, engine, create_table_query FROM system.tables "
+                           "WHERE database = 'before_migration_10' AND name LIKE 'tracehouse_ingest_%' ORDER BY name")
+        return [(name, engine if engine != "MaterializedView" else query.split(" TO ", 1)[1].split(" ", 1)[0])
+                for name, engine, query in rows.result_rows]
+
+    before = [("tracehouse_ingest_logs", "Null"), ("tracehouse_ingest_logs_mv", "before_migration_10.otel_logs"),
+              ("tracehouse_ingest_metrics", "Null"), ("tracehouse_ingest_traces", "Null"),
+              ("tracehouse_ingest_traces_mv", "before_migration_10.otel_traces")]
+    assert staging() == before
+    for _ in range(2):
+        for statement in migrations[10].statements:
+            store.command(statement)
+        assert staging() == sorted(before + [
+            ("tracehouse_ingest_logs_shallow", "Null"),
+            ("tracehouse_ingest_logs_shallow_mv", "before_migration_10.otel_logs"),
+            ("tracehouse_ingest_traces_deep", "Null"),
+            ("tracehouse_ingest_traces_deep_mv", "before_migration_10.otel_traces"),
+            ("tracehouse_ingest_traces_shallow", "Null"),
+            ("tracehouse_ingest_traces_shallow_mv", "before_migration_10.otel_traces")])
+    store.command("DROP DATABASE before_migration_10 SYNC")
