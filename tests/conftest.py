@@ -117,6 +117,23 @@ def make_collector(store, tmp_path):
         running.stop()
 
 
+def any_value(value):
+    """An OTLP AnyValue from a Python value: str, bool, int, float, list (array), dict (map)."""
+    from opentelemetry.proto.common.v1.common_pb2 import AnyValue, ArrayValue, KeyValue, KeyValueList
+
+    if isinstance(value, str):
+        return AnyValue(string_value=value)
+    if isinstance(value, bool):
+        return AnyValue(bool_value=value)
+    if isinstance(value, int):
+        return AnyValue(int_value=value)
+    if isinstance(value, float):
+        return AnyValue(double_value=value)
+    if isinstance(value, list):
+        return AnyValue(array_value=ArrayValue(values=[any_value(v) for v in value]))
+    return AnyValue(kvlist_value=KeyValueList(values=[KeyValue(key=k, value=any_value(v)) for k, v in value.items()]))
+
+
 def spans_of(store: Store, trace_ids, columns: str = "*", order: str = "Timestamp, SpanId") -> list[dict]:
     ids = list(trace_ids)
     result = store.query(f"SELECT {columns} FROM otel_traces WHERE TraceId IN {{ids:Array(String)}} ORDER BY {order}",

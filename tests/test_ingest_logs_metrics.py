@@ -22,6 +22,8 @@ from opentelemetry.sdk.metrics.view import ExponentialBucketHistogramAggregation
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags
 
+from tracehouse.tests.conftest import any_value
+
 T0 = 1_760_000_000_123_456_789  # ns
 PROTOBUF = {"content-type": "application/x-protobuf"}
 
@@ -257,26 +259,10 @@ def _event(records, *, trace_id: bytes, span_id: bytes, name: str, body=None, at
 
     record = records.add(time_unix_nano=at, trace_id=trace_id, span_id=span_id, event_name=name)
     if body is not None:
-        record.body.CopyFrom(_any(body))
+        record.body.CopyFrom(any_value(body))
     for key, value in (attributes or {}).items():
-        record.attributes.append(KeyValue(key=key, value=_any(value)))
+        record.attributes.append(KeyValue(key=key, value=any_value(value)))
     return AnyValue
-
-
-def _any(value):
-    from opentelemetry.proto.common.v1.common_pb2 import AnyValue, ArrayValue, KeyValue, KeyValueList
-
-    if isinstance(value, str):
-        return AnyValue(string_value=value)
-    if isinstance(value, bool):
-        return AnyValue(bool_value=value)
-    if isinstance(value, int):
-        return AnyValue(int_value=value)
-    if isinstance(value, float):
-        return AnyValue(double_value=value)
-    if isinstance(value, list):
-        return AnyValue(array_value=ArrayValue(values=[_any(v) for v in value]))
-    return AnyValue(kvlist_value=KeyValueList(values=[KeyValue(key=k, value=_any(v)) for k, v in value.items()]))
 
 
 def test_genai_log_events_become_span_content_and_evaluations_become_assessments(server, store):

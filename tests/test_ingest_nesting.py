@@ -9,7 +9,6 @@ import httpx
 import pytest
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
-from opentelemetry.proto.common.v1.common_pb2 import AnyValue, ArrayValue, KeyValue, KeyValueList
 
 from tracehouse.collector import otlp
 from tracehouse.collector.nesting import has_deep_log_values, has_deep_values
@@ -17,21 +16,11 @@ from tracehouse.collector.wal import encode_varint
 from tracehouse.storage.logs_metrics import LOGS_SHALLOW_DEPTH
 from tracehouse.storage.schema import TRACES_ANY_VALUE_DEPTH
 from tracehouse.storage.store import LOGS, TRACES
-from tracehouse.tests.conftest import spans_of
+from tracehouse.tests.conftest import any_value, spans_of
 from tracehouse.tests.test_durability import FlakyStore
 
 MESSAGES = [{"role": "user", "parts": [{"type": "text", "content": "What is 2+2?"}]}]
 MESSAGES_JSON = '[{"role":"user","parts":[{"type":"text","content":"What is 2+2?"}]}]'
-
-
-def any_value(value) -> AnyValue:
-    if isinstance(value, str):
-        return AnyValue(string_value=value)
-    if isinstance(value, int):
-        return AnyValue(int_value=value)
-    if isinstance(value, list):
-        return AnyValue(array_value=ArrayValue(values=[any_value(v) for v in value]))
-    return AnyValue(kvlist_value=KeyValueList(values=[KeyValue(key=k, value=any_value(v)) for k, v in value.items()]))
 
 
 def request(attributes: dict, where: str = "span", name: str = "chat") -> tuple[str, bytes]:
