@@ -98,8 +98,9 @@ def read_varint(data: bytes, pos: int) -> tuple[int, int] | None:
     return None
 
 
-def split_records(data: bytes) -> list[bytes]:
-    """The records of a (valid) segment, each still framed as ClickHouse reads it."""
+def split_records(data: bytes | memoryview) -> list:
+    """The records of a (valid) segment, each still framed as ClickHouse reads it (slices of
+    `data`: bytes, or views that copy nothing)."""
     records, pos = [], 0
     while pos < len(data):
         length, body = read_varint(data, pos)
