@@ -1,5 +1,13 @@
-"""Memory: the embedded engine gives freed memory back to the OS, and the server has it do so."""
+"""Memory: the embedded engine gives freed memory back to the OS, and the server has it do so;
+its allocator uses huge pages unless the user configured it otherwise."""
 from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+
+import pytest
 
 from tracehouse.client import Client
 from tracehouse.server import RELEASE_ABOVE_MB, memory_mb
@@ -35,3 +43,22 @@ def test_the_server_gives_back_memory_above_its_threshold(tmp_path):
     finally:
         exit_code = server.stop()
     assert exit_code == 0, server.log()
+
+
+# A fresh interpreter, since the allocator reads its configuration once, when chDB loads.
+ALLOCATOR_PROBE = """
+import sys
+from tracehouse.storage.store import Store
+store = Store("chdb://" + sys.argv[1])
+print(store.command("SELECT * FROM system.jemalloc_stats"))
+"""
+
+
+@pytest.mark.parametrize("user_setting, expected_thp", [(None, "always"), ("thp:never", "never")])
+def test_the_embedded_allocator_uses_huge_pages_unless_the_user_says_otherwise(tmp_path, user_setting, expected_thp):
+    env = {k: v for k, v in os.environ.items() if k != "JE_MALLOC_CONF"}
+    if user_setting:
+        env["JE_MALLOC_CONF"] = user_setting
+    stats = subprocess.run([sys.executable, "-c", ALLOCATOR_PROBE, str(tmp_path / "db")], env=env,
+                           capture_output=True, text=True, timeout=120, check=True).stdout
+    assert re.findall(r'opt\.thp: "(\w+)"', stats) == [expected_thp]
