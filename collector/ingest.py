@@ -44,6 +44,10 @@ class Signal:
     target: ProtobufTarget
     repair: Callable[[bytes], bytes]                # a WAL record ClickHouse refused → protobuf's re-encoding
     route: Callable[[bytes], ProtobufTarget] | None = None  # a WAL record → its staging table, if not `target`
+    # Where `route` sends records written before schema version 10, if not to `target`: such a
+    # segment, inserted by a collector of that version that stopped before deleting it, is then
+    # inserted again into the same table under the same token, so it is not stored twice.
+    legacy_target: ProtobufTarget | None = None
 
 
 class Ingest:
@@ -86,7 +90,10 @@ class Ingest:
 
 
 def _traces_staging(record: bytes) -> ProtobufTarget:
-    return store.TRACES_DEEP if otlp.is_deep_record(record) else store.TRACES
+    deep = otlp.deep_values_flag(record)
+    if deep is None:  # written before schema version 10: where it went then (see legacy_target)
+        return store.TRACES_LEGACY
+    return store.TRACES_DEEP if deep else store.TRACES
 
 
 TRACES = Signal(
@@ -97,11 +104,14 @@ TRACES = Signal(
     target=store.TRACES,
     repair=otlp.canonical_record,
     route=_traces_staging,
+    legacy_target=store.TRACES_LEGACY,
 )
 
 
 def _logs_staging(record: bytes) -> ProtobufTarget:
-    return store.LOGS if otlp.is_deep_record(record) else store.LOGS_SHALLOW
+    # Records written before schema version 10 (no flag) go deep: the table, and so the
+    # deduplication token, they went to then.
+    return store.LOGS_SHALLOW if otlp.deep_values_flag(record) is False else store.LOGS
 
 
 LOGS = Signal(

@@ -354,14 +354,13 @@ def batch_trailer(project: str, max_value_length: int, deep: bool | None = None)
     return trailer
 
 
-_SHALLOW_TAIL = bytes((DEEP_VALUES_FIELD << 3, 0)) + bytes((WAL_CHECKSUM_FIELD << 3 | 5,))
+_FLAGGED_TAILS = {bytes((DEEP_VALUES_FIELD << 3, deep, WAL_CHECKSUM_FIELD << 3 | 5)): bool(deep) for deep in (0, 1)}
 
 
-def is_deep_record(record: bytes) -> bool:
-    """Whether a trace or logs WAL record goes to the deep staging table: unless its trailer
-    says it is shallow. (Records written before schema version 10 have no such field; the deep
-    table decodes everything the table they were meant for did.)"""
-    return record[-7:-4] != _SHALLOW_TAIL
+def deep_values_flag(record: bytes) -> bool | None:
+    """The `deep` a trace or logs WAL record's trailer ends with (the checksum's 5 bytes
+    follow it); None for a record written before schema version 10, which had no such field."""
+    return _FLAGGED_TAILS.get(bytes(record[-7:-4]))
 
 
 def traces_response(inspection: Inspection) -> trace_service_pb2.ExportTraceServiceResponse:

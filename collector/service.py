@@ -52,7 +52,8 @@ class Collector:
             # of all signals together at that number: one busy signal may use them all.
             for _ in range(s.insert_threads):
                 writer = SegmentWriter(wal, self.store, signal.target, s.wal_dir / "quarantine",
-                                       repair=signal.repair, route=signal.route, insert_slots=insert_slots)
+                                       repair=signal.repair, route=signal.route, legacy_target=signal.legacy_target,
+                                       insert_slots=insert_slots)
                 writer.start()
                 self.writers.append(writer)
         self.ingest = Ingest(self.settings.load_api_keys(), self.wals, s.max_attribute_length)

@@ -12,8 +12,10 @@ order does not matter, since every segment is its own idempotent insert.
 
 Where a signal has more than one staging table (traces and logs: collector/nesting.py), `route`
 names each record's; a segment with records for several is inserted as one insert per table,
-each with a token of its own (the writer's `target` keeps the segment's), so a replay splits it
-the same way.
+each with a token of its own, so a replay splits it the same way. The writer's `target` keeps the
+segment's token, and so does `legacy_target`, where records written before schema version 10 go:
+a segment that a collector of such a version inserted, but had not yet deleted when it stopped,
+is inserted again after the upgrade exactly as it was then.
 
 A segment that ClickHouse keeps refusing while it answers other queries would block all data
 behind it. After a few tries such a segment is split into its records; each is inserted on
@@ -42,7 +44,8 @@ ATTEMPTS_BEFORE_SPLIT = 3
 class SegmentWriter:
     def __init__(self, wal: WriteAheadLog, store: Store, target: ProtobufTarget, quarantine_dir: Path,
                  *, repair: Callable[[bytes], bytes] | None = None,
-                 route: Callable[[bytes], ProtobufTarget] | None = None, min_backoff: float = 0.2,
+                 route: Callable[[bytes], ProtobufTarget] | None = None,
+                 legacy_target: ProtobufTarget | None = None, min_backoff: float = 0.2,
                  max_backoff: float = 5.0, insert_slots: threading.Semaphore | None = None):
         self.wal = wal
         self.store = store
@@ -50,6 +53,7 @@ class SegmentWriter:
         self.quarantine_dir = quarantine_dir
         self.repair = repair
         self.route = route
+        self.legacy_target = legacy_target
         self.min_backoff = min_backoff
         self.max_backoff = max_backoff
         # Held while inserting: several writers (of one log or of several) may share it.
@@ -106,9 +110,10 @@ class SegmentWriter:
         records: dict[ProtobufTarget, list[memoryview]] = {}
         for record in split_records(memoryview(data)):  # views: routing reads a few bytes of each
             records.setdefault(self.route(record), []).append(record)
-        if list(records) == [self.target]:
-            return [(self.target, data, token)]
-        return [(target, b"".join(parts), token if target == self.target else f"{token}-{target.table}")
+        keeps_token = (self.target, self.legacy_target)
+        if len(records) == 1 and next(iter(records)) in keeps_token:
+            return [(next(iter(records)), data, token)]
+        return [(target, b"".join(parts), token if target in keeps_token else f"{token}-{target.table}")
                 for target, parts in records.items()]
 
     def _insert(self, target: ProtobufTarget, data: bytes, token: str) -> Exception | None:

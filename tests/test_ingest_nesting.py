@@ -10,12 +10,12 @@ import pytest
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
-from tracehouse.collector import otlp
+from tracehouse.collector import ingest, otlp
 from tracehouse.collector.nesting import has_deep_log_values, has_deep_values
-from tracehouse.collector.wal import encode_varint
+from tracehouse.collector.wal import WriteAheadLog, encode_varint
 from tracehouse.storage.logs_metrics import LOGS_SHALLOW_DEPTH
 from tracehouse.storage.schema import TRACES_ANY_VALUE_DEPTH
-from tracehouse.storage.store import LOGS, TRACES
+from tracehouse.storage.store import LOGS, LOGS_SHALLOW, TRACES, TRACES_DEEP, TRACES_LEGACY
 from tracehouse.tests.conftest import any_value, spans_of
 from tracehouse.tests.test_durability import FlakyStore
 
@@ -59,7 +59,11 @@ def wal_record(body: bytes, deep: bool | None) -> bytes:
 
 def test_the_trailer_routes_a_record_and_a_repaired_record_keeps_its_route():
     _, body = request({"v": MESSAGES})
-    assert [otlp.is_deep_record(wal_record(body, deep)) for deep in (False, True, None)] == [False, True, True]
+    records = [wal_record(body, deep) for deep in (False, True, None)]
+    assert [otlp.deep_values_flag(record) for record in records] == [False, True, None]
+    # without the flag: a record of a version before 10, to the tables of that time
+    assert [ingest.TRACES.route(record) for record in records] == [TRACES, TRACES_DEEP, TRACES_LEGACY]
+    assert [ingest.LOGS.route(record) for record in records] == [LOGS_SHALLOW, LOGS, LOGS]
     for deep in (False, True):  # protobuf's re-encoding of a refused record keeps the field
         repaired = otlp.canonical_record(wal_record(body, deep))
         assert repaired.endswith(bytes((otlp.DEEP_VALUES_FIELD << 3, int(deep))))
@@ -96,6 +100,36 @@ def test_flat_and_structured_requests_in_one_segment_are_each_stored_once_and_wh
     writers = [w for w in running.collector.writers if w.target == TRACES]
     # one segment, stored by two inserts after one retry
     assert (sum(w.inserted_segments for w in writers), sum(w.failed_attempts for w in writers)) == (1, 1)
+
+
+def test_a_segment_stored_before_an_upgrade_but_not_deleted_is_not_stored_twice_after_it(store, make_collector, tmp_path):
+    """A collector of schema version 9 or older inserted a segment and stopped before deleting
+    it. Its records carry no routing flag; the upgraded collector replays the segment into the
+    table of that time under the same token, and ClickHouse drops it as a duplicate."""
+    wal_dir = tmp_path / "collector0" / "wal" / "traces"  # where make_collector's first collector keeps it
+    old = WriteAheadLog(wal_dir)
+    old.open()
+    trace_ids = []
+    for name, attributes in [("flat", {"k": "v"}), ("structured", {"gen_ai.input.messages": MESSAGES})]:
+        trace_id, body = request(attributes, name=name)
+        trace_ids.append(trace_id)
+        old.append(body + otlp.batch_trailer("", 1000)).result()  # a trailer without field 14
+    old.close()
+    old = WriteAheadLog(wal_dir)
+    [segment] = old.open()
+    store.insert_protobuf(TRACES_LEGACY, old.read(segment), f"{old.instance_id}-{segment.id}")  # as version 9 did
+    old.close()
+    assert len(spans_of(store, trace_ids)) == 2
+
+    running = make_collector()
+    assert running.settings.wal_dir / "traces" == wal_dir
+    running.wait_stored(60)
+    rows = spans_of(store, trace_ids, "SpanName, Inputs", order="SpanName")
+    # once each, as version 9 stored them (its four levels cut a message's parts)
+    assert rows == [{"SpanName": "flat", "Inputs": ""},
+                    {"SpanName": "structured", "Inputs": '[{"role":"user","parts":[null]}]'}]
+    writers = [w for w in running.collector.writers if w.target == TRACES]
+    assert sum(w.inserted_segments for w in writers) == 1
 
 
 # -- logs ------------------------------------------------------------------------------------

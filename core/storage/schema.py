@@ -36,7 +36,8 @@ TRACES_DEEP_STAGING_TABLE = "tracehouse_ingest_traces_deep"
 TRACES_ANY_VALUE_DEPTH = 2
 TRACES_DEEP_ANY_VALUE_DEPTH, TRACES_DEEP_ARRAY_DEPTH = 5, 4  # as for log records: logs_metrics.py
 # Schema versions 1-9 had one staging table, unrolled to four levels. It stays, with its view, for
-# collectors of those versions still running while a cluster is upgraded; nothing else uses it.
+# collectors of those versions still running while a cluster is upgraded, and for the records
+# those versions left in a write-ahead log (collector/ingest.py).
 LEGACY_TRACES_STAGING_TABLE = "tracehouse_ingest_traces"
 TRACE_SPANS_TABLE = trace_spans.TABLE
 TRACE_SPANS_GRANULE_BYTES = 256 << 10
@@ -49,6 +50,7 @@ EVAL_LEASES_TABLE = "tracehouse_eval_leases"
 
 TRACES_PROTO_FILE = "otlp_traces_ingest.proto"
 TRACES_DEEP_PROTO_FILE = "otlp_traces_deep_ingest.proto"
+LEGACY_TRACES_PROTO_FILE = "otlp_traces_legacy_ingest.proto"
 TRACES_PROTO_MESSAGE = "TracesBatch"
 
 PREVIEW_CHARS = trace_summary.PREVIEW_CHARS

@@ -19,9 +19,9 @@ from clickhouse_connect.driver.exceptions import ClickHouseError
 
 from . import logs_metrics
 from . import prices as price_source
-from .schema import (MERGE_TUNING, MIGRATIONS_TABLE, PRICES_DICTIONARY, PRICES_TABLE, Schema, SchemaOptions,
-                     TRACES_DEEP_PROTO_FILE, TRACES_DEEP_STAGING_TABLE, TRACES_PROTO_FILE, TRACES_PROTO_MESSAGE,
-                     TRACES_STAGING_TABLE)
+from .schema import (LEGACY_TRACES_PROTO_FILE, LEGACY_TRACES_STAGING_TABLE, MERGE_TUNING, MIGRATIONS_TABLE,
+                     PRICES_DICTIONARY, PRICES_TABLE, Schema, SchemaOptions, TRACES_DEEP_PROTO_FILE,
+                     TRACES_DEEP_STAGING_TABLE, TRACES_PROTO_FILE, TRACES_PROTO_MESSAGE, TRACES_STAGING_TABLE)
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +41,8 @@ class ProtobufTarget:
 TRACES = ProtobufTarget(TRACES_STAGING_TABLE, TRACES_PROTO_FILE, TRACES_PROTO_MESSAGE)
 # Trace requests with an attribute value nested deeper than TRACES can decode (collector/nesting.py).
 TRACES_DEEP = ProtobufTarget(TRACES_DEEP_STAGING_TABLE, TRACES_DEEP_PROTO_FILE, TRACES_PROTO_MESSAGE)
+# Trace records written to a write-ahead log before schema version 10 (collector/ingest.py).
+TRACES_LEGACY = ProtobufTarget(LEGACY_TRACES_STAGING_TABLE, LEGACY_TRACES_PROTO_FILE, TRACES_PROTO_MESSAGE)
 # Log bodies are nested values (GenAI messages as maps), rendered level by level. Evaluating every
 # branch of each level's multiIf, instead of short-circuiting it, renders them 3x faster (37 →
 # 11 µs a record, the GenAI events of bench/ingest.py --mixed): short-circuiting filters every
