@@ -13,9 +13,10 @@ order does not matter, since every segment is its own idempotent insert.
 Where a signal has more than one staging table (traces and logs: collector/nesting.py), `route`
 names each record's; a segment with records for several is inserted as one insert per table,
 each with a token of its own, so a replay splits it the same way. The writer's `target` keeps the
-segment's token, and so does `legacy_target`, where records written before schema version 10 go:
-a segment that a collector of such a version inserted, but had not yet deleted when it stopped,
-is inserted again after the upgrade exactly as it was then.
+segment's token, and so does `legacy_target` for a segment whose records all go there, as all
+records written before schema version 10 do: a segment that a collector of such a version
+inserted, but had not yet deleted when it stopped, is inserted again after the upgrade exactly
+as it was then.
 
 A segment that ClickHouse keeps refusing while it answers other queries would block all data
 behind it. After a few tries such a segment is split into its records; each is inserted on
@@ -110,10 +111,10 @@ class SegmentWriter:
         records: dict[ProtobufTarget, list[memoryview]] = {}
         for record in split_records(memoryview(data)):  # views: routing reads a few bytes of each
             records.setdefault(self.route(record), []).append(record)
-        keeps_token = (self.target, self.legacy_target)
-        if len(records) == 1 and next(iter(records)) in keeps_token:
+        if len(records) == 1 and next(iter(records)) in (self.target, self.legacy_target):
             return [(next(iter(records)), data, token)]
-        return [(target, b"".join(parts), token if target in keeps_token else f"{token}-{target.table}")
+        # One table keeps the segment's token, so that no two inserts of a segment share one.
+        return [(target, b"".join(parts), token if target == self.target else f"{token}-{target.table}")
                 for target, parts in records.items()]
 
     def _insert(self, target: ProtobufTarget, data: bytes, token: str) -> Exception | None:
