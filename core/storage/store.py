@@ -72,8 +72,9 @@ INGEST_SETTINGS = {"query_plan_merge_expressions": 0}
 # the usual default). Ingest allocates and frees hundreds of MB a second, and server.py gives
 # freed pages back to the OS to keep RSS down, so each insert faulted its memory in again 4 KiB
 # at a time: 12.3M page faults and 25 % of the server's CPU in the kernel over bench/ingest.py.
-# With huge pages: ~4M faults, 20 % in the kernel, and ~10 % more spans/s at the same peak RSS
-# (see the README's figures). A value the user set wins; it has no effect once chDB is loaded.
+# With huge pages: ~4M faults, 20 % in the kernel, and 6-8 % more spans/s at the same peak RSS
+# (runs side by side on 2026-11-27; the README has the figures). A value the user set wins; it
+# has no effect once chDB is loaded.
 EMBEDDED_ALLOCATOR_ENV = "JE_MALLOC_CONF"
 EMBEDDED_ALLOCATOR_CONF = "thp:always"
 
