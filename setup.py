@@ -26,7 +26,6 @@ setup(
     packages=packages,
     package_dir=package_dir,
     package_data={
-        "tracehouse.proto": ["*.proto"],
         "tracehouse.deploy": ["**/*"],
         "tracehouse.query": ["static/**/*"],
         "tracehouse.query.ui": ["static/**/*"],

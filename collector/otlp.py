@@ -31,7 +31,7 @@ from .wal import encode_varint, read_varint
 ZERO_TRACE_ID = bytes(16)
 ZERO_SPAN_ID = bytes(8)
 
-# Fields the collector appends to each request (see proto/otlp_traces_ingest.proto).
+# Fields the collector appends to each request (see proto/ingest.py).
 MAX_VALUE_LENGTH_FIELD = 12
 PROJECT_FIELD = 13
 DEEP_VALUES_FIELD = 14  # traces and logs: 1 when a value nests too deep for the shallow staging table

@@ -40,19 +40,16 @@ METRIC_TABLES = {
     "summary": "otel_metrics_summary",
 }
 
-LOGS_PROTO_FILE = "otlp_logs_ingest.proto"
-LOGS_SHALLOW_PROTO_FILE = "otlp_logs_shallow_ingest.proto"
-LOGS_PROTO_MESSAGE = "LogsBatch"
-METRICS_PROTO_FILE = "otlp_metrics_ingest.proto"
+LOGS_PROTO_MESSAGE = "LogsBatch"  # tracehouse/proto/ingest.py
 METRICS_PROTO_MESSAGE = "MetricsBatch"
 
-# AnyValue levels the .proto files unroll (logs carry structured GenAI messages; each level
-# costs ingest speed: see the .proto files).
+# AnyValue levels the staging tables and their .proto unroll (logs carry structured GenAI
+# messages; each level costs ingest speed: tracehouse/proto/ingest.py).
 LOGS_ANY_VALUE_DEPTH = 5
-LOGS_ARRAY_DEPTH = 4  # arrays unrolled above level 4 only: see the .proto
+LOGS_ARRAY_DEPTH = 4  # arrays unrolled above level 4 only, which saved about a quarter of the cost
 # Three levels hold a GenAI event's body (a message map in a choice map) unless it has tool calls.
 LOGS_SHALLOW_DEPTH = 3
-METRICS_ANY_VALUE_DEPTH = 2  # see the .proto
+METRICS_ANY_VALUE_DEPTH = 2  # metric attributes are flat in practice (a list of scalars at most)
 
 # table → the expression its retention TTL is counted from
 TTL_COLUMNS = {LOGS_TABLE: "TimestampTime", **{table: "toDateTime(TimeUnix)" for table in METRIC_TABLES.values()}}

@@ -1,7 +1,7 @@
 """SQL that turns OTLP decoded by ClickHouse's Protobuf format into the exporter's column values.
 
-The staging tables hold one row per export request, in the nested shape of
-`proto/otlp_traces_ingest.proto`. These helpers build the SQL types for that shape and the
+The staging tables hold one row per export request, in the nested shape of its .proto
+(`proto/ingest.py`). These helpers build the SQL types for that shape and the
 expressions that render its values the way the OTel Collector's clickhouseexporter does
 (`pcommon.Value.AsString()`): strings as they are, numbers and booleans as text, arrays and
 maps as JSON, bytes as base64.
@@ -16,7 +16,8 @@ from __future__ import annotations
 
 from . import normalize
 
-# AnyValue is recursive upstream; the ingest .proto unrolls it to this many levels.
+# AnyValue is recursive upstream; the staging table of schema versions 1-9 unrolls it to this
+# many levels (later ones choose their own: schema.py).
 ANY_VALUE_DEPTH = 4
 
 _ONEOF = (

@@ -48,10 +48,7 @@ EVAL_JOB_TRACES_TABLE = "tracehouse_eval_job_traces"
 EVAL_RULES_TABLE = "tracehouse_eval_rules"
 EVAL_LEASES_TABLE = "tracehouse_eval_leases"
 
-TRACES_PROTO_FILE = "otlp_traces_ingest.proto"
-TRACES_DEEP_PROTO_FILE = "otlp_traces_deep_ingest.proto"
-LEGACY_TRACES_PROTO_FILE = "otlp_traces_legacy_ingest.proto"
-TRACES_PROTO_MESSAGE = "TracesBatch"
+TRACES_PROTO_MESSAGE = "TracesBatch"  # tracehouse/proto/ingest.py
 
 PREVIEW_CHARS = trace_summary.PREVIEW_CHARS
 

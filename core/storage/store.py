@@ -5,23 +5,28 @@ collector and the query service are written once against `Store`.
 """
 from __future__ import annotations
 
+import atexit
 import logging
 import os
 import queue
+import shutil
+import tempfile
 import threading
 from contextlib import contextmanager
 from dataclasses import dataclass
-from importlib import resources
+from pathlib import Path
 from urllib.parse import urlsplit
 
 import clickhouse_connect
 from clickhouse_connect.driver.exceptions import ClickHouseError
 
-from . import logs_metrics
+from tracehouse.proto import ingest as ingest_proto
+
+from . import logs_metrics, otlp_sql
 from . import prices as price_source
-from .schema import (LEGACY_TRACES_PROTO_FILE, LEGACY_TRACES_STAGING_TABLE, MERGE_TUNING, MIGRATIONS_TABLE,
-                     PRICES_DICTIONARY, PRICES_TABLE, Schema, SchemaOptions, TRACES_DEEP_PROTO_FILE,
-                     TRACES_DEEP_STAGING_TABLE, TRACES_PROTO_FILE, TRACES_PROTO_MESSAGE, TRACES_STAGING_TABLE)
+from .schema import (LEGACY_TRACES_STAGING_TABLE, MERGE_TUNING, MIGRATIONS_TABLE, PRICES_DICTIONARY, PRICES_TABLE,
+                     Schema, SchemaOptions, TRACES_ANY_VALUE_DEPTH, TRACES_DEEP_ANY_VALUE_DEPTH, TRACES_DEEP_ARRAY_DEPTH,
+                     TRACES_DEEP_STAGING_TABLE, TRACES_PROTO_MESSAGE, TRACES_STAGING_TABLE)
 
 log = logging.getLogger(__name__)
 
@@ -33,29 +38,36 @@ class StorageError(RuntimeError):
 @dataclass(frozen=True)
 class ProtobufTarget:
     table: str
-    proto_file: str
-    message: str
+    proto: str    # the .proto text ClickHouse decodes the requests with (tracehouse/proto/ingest.py)
+    message: str  # its message for one request
     settings: tuple[tuple[str, object], ...] = ()  # for this target's inserts, beyond INGEST_SETTINGS
 
 
-TRACES = ProtobufTarget(TRACES_STAGING_TABLE, TRACES_PROTO_FILE, TRACES_PROTO_MESSAGE)
+TRACES = ProtobufTarget(TRACES_STAGING_TABLE, ingest_proto.schema(
+    "tracehouse.ingest", ingest_proto.TRACES, TRACES_ANY_VALUE_DEPTH), TRACES_PROTO_MESSAGE)
 # Trace requests with an attribute value nested deeper than TRACES can decode (collector/nesting.py).
-TRACES_DEEP = ProtobufTarget(TRACES_DEEP_STAGING_TABLE, TRACES_DEEP_PROTO_FILE, TRACES_PROTO_MESSAGE)
+TRACES_DEEP = ProtobufTarget(TRACES_DEEP_STAGING_TABLE, ingest_proto.schema(
+    "tracehouse.ingest.deep", ingest_proto.TRACES, TRACES_DEEP_ANY_VALUE_DEPTH, TRACES_DEEP_ARRAY_DEPTH),
+    TRACES_PROTO_MESSAGE)
 # Trace records written to a write-ahead log before schema version 10 (collector/ingest.py).
-TRACES_LEGACY = ProtobufTarget(LEGACY_TRACES_STAGING_TABLE, LEGACY_TRACES_PROTO_FILE, TRACES_PROTO_MESSAGE)
+TRACES_LEGACY = ProtobufTarget(LEGACY_TRACES_STAGING_TABLE, ingest_proto.schema(
+    "tracehouse.ingest.legacy", ingest_proto.TRACES, otlp_sql.ANY_VALUE_DEPTH), TRACES_PROTO_MESSAGE)
 # Log bodies are nested values (GenAI messages as maps), rendered level by level. Evaluating every
 # branch of each level's multiIf, instead of short-circuiting it, renders them 3x faster (37 →
 # 11 µs a record, the GenAI events of bench/ingest.py --mixed): short-circuiting filters every
 # nested column once per branch. Span attributes are mostly flat, and there it is the other way round (12 vs
 # 14.5 µs a span), so only logs turn it off. No function in the logs views can fail on values
 # that a branch would have skipped.
-LOGS = ProtobufTarget(logs_metrics.LOGS_STAGING_TABLE, logs_metrics.LOGS_PROTO_FILE, logs_metrics.LOGS_PROTO_MESSAGE,
-                      settings=(("short_circuit_function_evaluation", "disable"),))
+LOGS = ProtobufTarget(logs_metrics.LOGS_STAGING_TABLE, ingest_proto.schema(
+    "tracehouse.ingest.logs", ingest_proto.LOGS, logs_metrics.LOGS_ANY_VALUE_DEPTH, logs_metrics.LOGS_ARRAY_DEPTH),
+    logs_metrics.LOGS_PROTO_MESSAGE, settings=(("short_circuit_function_evaluation", "disable"),))
 # Logs requests whose values all nest at most LOGS_SHALLOW_DEPTH levels (collector/nesting.py).
-LOGS_SHALLOW = ProtobufTarget(logs_metrics.LOGS_SHALLOW_STAGING_TABLE, logs_metrics.LOGS_SHALLOW_PROTO_FILE,
-                              logs_metrics.LOGS_PROTO_MESSAGE, settings=LOGS.settings)
-METRICS = ProtobufTarget(logs_metrics.METRICS_STAGING_TABLE, logs_metrics.METRICS_PROTO_FILE,
-                         logs_metrics.METRICS_PROTO_MESSAGE)
+LOGS_SHALLOW = ProtobufTarget(logs_metrics.LOGS_SHALLOW_STAGING_TABLE, ingest_proto.schema(
+    "tracehouse.ingest.logs.shallow", ingest_proto.LOGS, logs_metrics.LOGS_SHALLOW_DEPTH),
+    logs_metrics.LOGS_PROTO_MESSAGE, settings=LOGS.settings)
+METRICS = ProtobufTarget(logs_metrics.METRICS_STAGING_TABLE, ingest_proto.schema(
+    "tracehouse.ingest.metrics", ingest_proto.METRICS, logs_metrics.METRICS_ANY_VALUE_DEPTH),
+    logs_metrics.METRICS_PROTO_MESSAGE)
 
 # Settings for every statement. FINAL may merge each partition on its own because the
 # summary table keeps all rows of a trace in one partition (trace_summary.py).
@@ -105,7 +117,9 @@ class Store:
             os.environ.setdefault(EMBEDDED_ALLOCATOR_ENV, EMBEDDED_ALLOCATOR_CONF)
         self.schema = Schema(SchemaOptions(database=database_of(dsn), cluster=cluster,
                                            retention_days=retention_days))
-        self._proto_text: dict[str, str] = {}
+        self._proto_paths: dict[str, Path] = {}  # embedded: .proto text → the file written for it
+        self._proto_dir: Path | None = None
+        self._proto_lock = threading.Lock()
         # A connection per concurrent caller: a connection runs one statement at a time (chDB
         # locks its handle), so with one, a slow search would hold up every trace read, health
         # check and insert behind it.
@@ -193,16 +207,35 @@ class Store:
     # -- ingest -----------------------------------------------------------------------------
 
     def _format_schema(self, target: ProtobufTarget) -> dict:
-        """Where ClickHouse finds the .proto: our installed file for the embedded engine; the
-        text itself for a server, which cannot read our files. (chDB would copy schema text
-        into a __cache__ folder in the working directory.)"""
-        proto = resources.files("tracehouse.proto").joinpath(target.proto_file)
-        if self.embedded:
-            return {"format_schema": f"{proto}:{target.message}"}
-        if target.proto_file not in self._proto_text:
-            self._proto_text[target.proto_file] = proto.read_text()
-        return {"format_schema_source": "string", "format_schema": self._proto_text[target.proto_file],
-                "format_schema_message_name": target.message}
+        """How ClickHouse gets the .proto: the text itself for a server; a file for the embedded
+        engine, which given the text would write it into a __cache__ folder of the working
+        directory."""
+        if not self.embedded:
+            return {"format_schema_source": "string", "format_schema": target.proto,
+                    "format_schema_message_name": target.message}
+        return {"format_schema": f"{self._proto_file(target)}:{target.message}"}
+
+    def _proto_file(self, target: ProtobufTarget) -> Path:
+        """The target's .proto, written once per process: under `format_schemas/` of the
+        embedded engine's directory (where a ClickHouse server keeps its own), or of a temporary
+        directory for an in-memory engine."""
+        with self._proto_lock:
+            path = self._proto_paths.get(target.proto)
+            if path is None:
+                if self._proto_dir is None:
+                    location = urlsplit(self.dsn)
+                    if location.netloc == "" and location.path:  # chdb:///path
+                        self._proto_dir = Path(location.path) / "format_schemas"
+                        self._proto_dir.mkdir(parents=True, exist_ok=True)
+                    else:
+                        self._proto_dir = Path(tempfile.mkdtemp(prefix="tracehouse-proto-"))
+                        atexit.register(shutil.rmtree, self._proto_dir, ignore_errors=True)
+                path = self._proto_dir / f"{target.table}.proto"
+                partial = path.with_suffix(".tmp")
+                partial.write_text(target.proto)
+                partial.replace(path)
+                self._proto_paths[target.proto] = path
+            return path
 
     def insert_protobuf(self, target: ProtobufTarget, data: bytes, dedup_token: str) -> None:
         """Insert length-delimited protobuf messages (a WAL segment) in one idempotent insert."""
