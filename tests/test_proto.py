@@ -117,3 +117,14 @@ def test_an_in_memory_engine_reads_them_from_a_temporary_directory_removed_at_ex
                          timeout=120, check=True, env=os.environ).stdout.split()
     assert out[0] == "3"
     assert Path(out[1]).name == f"{TRACES.table}.proto" and not Path(out[1]).parent.exists()
+
+
+def test_a_data_directory_where_the_schemas_cannot_be_written_fails_at_start_with_the_reason(tmp_path):
+    (tmp_path / "db").mkdir()
+    (tmp_path / "db" / "format_schemas").write_text("a file where the schemas' folder goes")
+    result = subprocess.run([sys.executable, "-c", "import sys; from tracehouse.storage.store import Store; "
+                             "Store('chdb://' + sys.argv[1])", str(tmp_path / "db")],
+                            capture_output=True, text=True, timeout=120, env=os.environ)
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines()[-1].startswith(
+        "tracehouse.storage.store.StorageError: cannot write the ingest schemas ([Errno 17] File exists")

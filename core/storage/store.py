@@ -68,6 +68,7 @@ LOGS_SHALLOW = ProtobufTarget(logs_metrics.LOGS_SHALLOW_STAGING_TABLE, ingest_pr
 METRICS = ProtobufTarget(logs_metrics.METRICS_STAGING_TABLE, ingest_proto.schema(
     "tracehouse.ingest.metrics", ingest_proto.METRICS, logs_metrics.METRICS_ANY_VALUE_DEPTH),
     logs_metrics.METRICS_PROTO_MESSAGE)
+INGEST_TARGETS = (TRACES, TRACES_DEEP, TRACES_LEGACY, LOGS, LOGS_SHALLOW, METRICS)
 
 # Settings for every statement. FINAL may merge each partition on its own because the
 # summary table keeps all rows of a trace in one partition (trace_summary.py).
@@ -124,6 +125,13 @@ class Store:
         # locks its handle), so with one, a slow search would hold up every trace read, health
         # check and insert behind it.
         first = self._connect()  # now, so that a bad DSN fails at start
+        if self.embedded:  # now, so that an unwritable directory fails at start, not each insert
+            try:
+                for target in INGEST_TARGETS:
+                    self._proto_file(target)
+            except OSError as exc:
+                raise StorageError(f"cannot write the ingest schemas ({exc}); check that the data "
+                                   "directory is writable and has space") from exc
         self._idle: queue.SimpleQueue = queue.SimpleQueue()
         self._idle.put(first)
         self._clients: list = [first]
