@@ -13,7 +13,8 @@ number. Each client keeps a few requests in flight and records each ack's latenc
 After --duration seconds the load stops and the script waits until the write-ahead log is
 empty (segments are deleted only once inserted), which is "every acknowledged span is stored".
 It then stops the server with SIGTERM and counts the rows from a fresh process. Meanwhile it
-samples where the server's CPU goes (inserts, merges, the collector's Python), by thread name.
+samples where the server's CPU goes (inserts, merges, the collector's Python), by thread name,
+and how much of it is kernel time, with the page faults behind much of that.
 
 With --mixed, each client rotates over three requests: spans as above; the GenAI log events of
 those traces (the legacy openai-v2 shape: a `gen_ai.user.message` and a `gen_ai.choice` per LLM
@@ -309,6 +310,9 @@ class ThreadCpu:
     thread had at its end. chDB's names: `RuntimeData` (and `Unknown`, `ThreadPool`) run the
     ingest views of an insert, `MergeMutate` background merges; `python` is the collector
     itself (receivers, write-ahead log).
+
+    It also keeps the whole process's kernel time and minor page faults: memory the allocator
+    gave back to the OS and takes again is faulted in anew (core/storage/store.py).
     """
 
     KINDS = (("inserts", ("RuntimeData", "Unknown", "ThreadPool", "QueryPipelineEx", "QueryPullPipeEx")),
@@ -319,6 +323,8 @@ class ThreadCpu:
         self.started = time.time()
         self.seconds: dict[str, float] = {}
         self._last: dict[str, float] = {}
+        self.kernel_seconds = 0.0
+        self.minor_faults = 0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._thread.start()
@@ -328,8 +334,11 @@ class ThreadCpu:
         while not self._stop.wait(self.every):
             try:
                 tasks = os.listdir(f"/proc/{self.pid}/task")
+                with open(f"/proc/{self.pid}/stat") as f:
+                    process = f.read().rsplit(")", 1)[1].split()
             except OSError:
                 return
+            self.minor_faults, self.kernel_seconds = int(process[7]), int(process[12]) / tick  # minflt, stime
             for task in tasks:
                 try:
                     with open(f"/proc/{self.pid}/task/{task}/stat") as f:
@@ -521,6 +530,9 @@ def main() -> None:
         print(line("server CPU, start until stored", f"{busy:.0f} s ({busy / (stored_at - server_cpu.started):.2f} cores)"))
         for kind, seconds in sorted(cpu_by_kind.items(), key=lambda item: -item[1]):
             print(line(f"  {kind}", f"{seconds:.0f} s ({seconds / max(busy, 1e-9):.0%})"))
+        print(line("  of all of it, in the kernel", f"{server_cpu.kernel_seconds:.0f} s "
+                   f"({server_cpu.kernel_seconds / max(busy, 1e-9):.0%})"))
+        print(line("server minor page faults", f"{server_cpu.minor_faults:,}"))
     print("-" * 60)
 
 
