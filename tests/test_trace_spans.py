@@ -225,3 +225,64 @@ def test_migration_9_rebuilds_the_table_with_every_row_and_may_finish_a_start_th
     assert [(r[1], r[3]) for r in rows()] == [("t1", 1), ("t1", 1), ("t2", 1), ("t3", 1)]
     assert [s["name"] for s in trace_spans.decode(bytes.fromhex(rows()[-1][4]))] == ["after"]
     store.command(f"DROP DATABASE {database} SYNC")
+
+
+
+def blobs_of(store, trace_id: str, database: str = "default") -> bytes:
+    """The trace's serialized spans, all rows joined."""
+    rows = store.query(f"SELECT Spans FROM {database}.{trace_spans.TABLE} WHERE TraceId = {{t:String}}",
+                       parameters={"t": trace_id}, column_formats={"Spans": "bytes"}).result_rows
+    return b"".join(blob for (blob,) in rows)
+
+
+def serialized(text: str) -> bytes:
+    """A RowBinary String (lengths here are under 128: one byte)."""
+    return bytes([len(text.encode())]) + text.encode()
+
+
+@pytest.mark.parametrize("inputs, attributes, stored, copies", [
+    ("hello", {"prompt": "hello"}, "\0prompt", 1),                  # by reference: the text is stored once
+    ("hello", {"other": "bye"}, "hello", 1),                         # no attribute holds it: as it is
+    ("\0prompt", {"prompt": "\0prompt"}, "\0\0\0prompt", 2),          # begins with NUL: escaped, never a reference
+    ("hi", {"\0odd": "hi"}, "hi", 2),                                # nor is a key that begins with NUL
+])
+def test_serialized_inputs_read_back_as_they_were(store, inputs, attributes, stored, copies):
+    trace_id = f"by-reference-{len(inputs)}-{sorted(attributes)[0].encode().hex()}"
+    store.command("INSERT INTO otel_traces (Timestamp, TraceId, SpanId, SpanName, ServiceName, SpanAttributes, Inputs) "
+                  "SELECT now64(9), {t:String}, 's1', 'ref', 'svc', mapFromArrays({k:Array(String)}, {v:Array(String)}), "
+                  "{i:String}", parameters={"t": trace_id, "k": list(attributes), "v": list(attributes.values()),
+                                            "i": inputs})
+    blob = blobs_of(store, trace_id)
+    assert serialized(stored) + serialized("") in blob  # the inputs, then the (empty) outputs
+    assert blob.count(inputs.encode()) == copies
+    [span] = trace_spans.decode(blob)
+    assert (span["inputs"], span["outputs"], span["attributes"]) == (inputs, "", attributes)
+
+
+def test_migration_11_makes_the_view_serialize_by_reference_and_may_be_applied_twice(store):
+    schema = Schema(SchemaOptions(database="before_migration_11"))
+    store.command("CREATE DATABASE IF NOT EXISTS before_migration_11")
+    migrations = {m.version: m for m in schema.migrations()}
+    [by_reference] = migrations[11].statements
+    # the view as version 10 made it: inputs and outputs serialized as they are
+    as_before = (by_reference.replace(trace_spans._by_reference("Inputs"), "Inputs")
+                 .replace(trace_spans._by_reference("Outputs"), "Outputs"))
+    try:
+        for version in range(1, 11):
+            for statement in migrations[version].statements:
+                store.command(statement)
+        store.command(as_before)
+        insert = ("INSERT INTO before_migration_11.otel_traces (Timestamp, TraceId, SpanId, SpanName, ServiceName, "
+                  "SpanAttributes) VALUES (now64(9), {t:String}, 's1', 'one', 'svc', {'input.value': 'question'})")
+        store.command(insert, parameters={"t": "v10"})
+        assert blobs_of(store, "v10", "before_migration_11").count(b"question") == 2
+        for _ in range(2):
+            store.command(by_reference)
+        store.command(insert, parameters={"t": "v11"})
+        blob = blobs_of(store, "v11", "before_migration_11")
+        assert blob.count(b"question") == 1 and serialized("\0input.value") in blob
+        # rows of both versions read the same
+        assert [trace_spans.decode(blobs_of(store, t, "before_migration_11"))[0]["inputs"] for t in ("v10", "v11")] == [
+            "question", "question"]
+    finally:
+        store.command("DROP DATABASE before_migration_11 SYNC")

@@ -478,6 +478,9 @@ class Schema:
                                             TRACES_DEEP_ARRAY_DEPTH)
                       + logs_metrics.logs_staging(self, logs_metrics.LOGS_SHALLOW_STAGING_TABLE,
                                                   logs_metrics.LOGS_SHALLOW_DEPTH, logs_metrics.LOGS_SHALLOW_DEPTH)),
+            Migration(11, "serialized spans name the attribute their inputs and outputs equal instead of "
+                          "repeating its value (rows before it are read as they are)",
+                      self.new_queries(self.trace_spans()[-1])),
         ]
 
     def rebuild_table(self, table: str, parked: str, outdated: str, create: list[str], copy: list[str],
