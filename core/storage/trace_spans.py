@@ -195,8 +195,9 @@ _ROW = [(name, _reader(type_)) for name, _, type_ in FIELDS]
 
 
 def _resolve(value: str, attributes: dict) -> str:
-    """Inputs or outputs as `_by_reference` serialized them (values of rows written before
-    schema version 11 never begin with NUL, so they come back as they are)."""
+    """Inputs or outputs as `_by_reference` serialized them. Rows written before schema version
+    11 hold values as they are, which come back unchanged unless one began with NUL (text or
+    JSON, as normalization makes them, does not)."""
     if not value.startswith("\0"):
         return value
     if value.startswith("\0\0"):
