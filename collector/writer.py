@@ -111,8 +111,8 @@ class SegmentWriter:
         records: dict[ProtobufTarget, list[memoryview]] = {}
         for record in split_records(memoryview(data)):  # views: routing reads a few bytes of each
             records.setdefault(self.route(record), []).append(record)
-        if len(records) == 1 and next(iter(records)) in (self.target, self.legacy_target):
-            return [(next(iter(records)), data, token)]
+        if len(records) == 1 and (only := next(iter(records))) in (self.target, self.legacy_target):
+            return [(only, data, token)]
         # One table keeps the segment's token, so that no two inserts of a segment share one.
         return [(target, b"".join(parts), token if target == self.target else f"{token}-{target.table}")
                 for target, parts in records.items()]

@@ -14,6 +14,7 @@ from tracehouse.query import jaeger, otlp_out, traces
 from tracehouse.storage import trace_spans
 from tracehouse.storage.schema import TRACE_SPANS_GRANULE_BYTES, Schema, SchemaOptions
 from tracehouse.tests.conftest import apply_after_a_start_that_died
+from tracehouse.tests.test_schema import database_before
 
 T0 = 1_761_000_000_000_000_000
 
@@ -260,17 +261,12 @@ def test_serialized_inputs_read_back_as_they_were(store, inputs, attributes, sto
 
 
 def test_migration_11_makes_the_view_serialize_by_reference_and_may_be_applied_twice(store):
-    schema = Schema(SchemaOptions(database="before_migration_11"))
-    store.command("CREATE DATABASE IF NOT EXISTS before_migration_11")
-    migrations = {m.version: m for m in schema.migrations()}
+    _, migrations = database_before(store, 11)
     [by_reference] = migrations[11].statements
     # the view as version 10 made it: inputs and outputs serialized as they are
     as_before = (by_reference.replace(trace_spans._by_reference("Inputs"), "Inputs")
                  .replace(trace_spans._by_reference("Outputs"), "Outputs"))
     try:
-        for version in range(1, 11):
-            for statement in migrations[version].statements:
-                store.command(statement)
         store.command(as_before)
         insert = ("INSERT INTO before_migration_11.otel_traces (Timestamp, TraceId, SpanId, SpanName, ServiceName, "
                   "SpanAttributes) VALUES (now64(9), {t:String}, 's1', 'one', 'svc', {'input.value': 'question'})")

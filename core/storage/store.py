@@ -119,7 +119,6 @@ class Store:
         self.schema = Schema(SchemaOptions(database=database_of(dsn), cluster=cluster,
                                            retention_days=retention_days))
         self._proto_paths: dict[str, Path] = {}  # embedded: .proto text → the file written for it
-        self._proto_dir: Path | None = None
         self._proto_lock = threading.Lock()
         # A connection per concurrent caller: a connection runs one statement at a time (chDB
         # locks its handle), so with one, a slow search would hold up every trace read, health
@@ -127,6 +126,7 @@ class Store:
         first = self._connect()  # now, so that a bad DSN fails at start
         if self.embedded:  # now, so that an unwritable directory fails at start, not each insert
             try:
+                self._proto_dir = self._schema_directory()
                 for target in INGEST_TARGETS:
                     self._proto_file(target)
             except OSError as exc:
@@ -223,21 +223,25 @@ class Store:
                     "format_schema_message_name": target.message}
         return {"format_schema": f"{self._proto_file(target)}:{target.message}"}
 
+    def _schema_directory(self) -> Path:
+        """Where the embedded engine reads the .proto files: `format_schemas/` of its directory
+        (where a ClickHouse server keeps its own), or a temporary directory for an in-memory
+        engine, removed at exit."""
+        location = urlsplit(self.dsn)
+        if location.netloc == "" and location.path:  # chdb:///path
+            directory = Path(location.path) / "format_schemas"
+            directory.mkdir(parents=True, exist_ok=True)
+            return directory
+        directory = Path(tempfile.mkdtemp(prefix="tracehouse-proto-"))
+        atexit.register(shutil.rmtree, directory, ignore_errors=True)
+        return directory
+
     def _proto_file(self, target: ProtobufTarget) -> Path:
-        """The target's .proto, written once per process: under `format_schemas/` of the
-        embedded engine's directory (where a ClickHouse server keeps its own), or of a temporary
-        directory for an in-memory engine."""
+        """The target's .proto in `_schema_directory`, written once per process (all of
+        INGEST_TARGETS at start)."""
         with self._proto_lock:
             path = self._proto_paths.get(target.proto)
             if path is None:
-                if self._proto_dir is None:
-                    location = urlsplit(self.dsn)
-                    if location.netloc == "" and location.path:  # chdb:///path
-                        self._proto_dir = Path(location.path) / "format_schemas"
-                        self._proto_dir.mkdir(parents=True, exist_ok=True)
-                    else:
-                        self._proto_dir = Path(tempfile.mkdtemp(prefix="tracehouse-proto-"))
-                        atexit.register(shutil.rmtree, self._proto_dir, ignore_errors=True)
                 path = self._proto_dir / f"{target.table}.proto"
                 partial = path.with_suffix(".tmp")
                 partial.write_text(target.proto)
