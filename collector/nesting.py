@@ -11,13 +11,20 @@ the path to the values, down to the last level the shallow table decodes, where 
 value is a message with a required field no OTLP message has. Such a value leaves the parsed
 message uninitialized: `IsInitialized()` answers for the whole request in C (about 1 ms for
 1,000 GenAI spans, 1.4 MB). Other fields are kept as unknown bytes and never looked at.
+
+A request that needs the deep table is probed once more, against the deep table's depth; the
+rare one with a value nested deeper still has that value rendered here (see below).
 """
 from __future__ import annotations
 
 from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 
-from tracehouse.storage.logs_metrics import LOGS_SHALLOW_DEPTH
-from tracehouse.storage.schema import TRACES_ANY_VALUE_DEPTH
+from tracehouse.proto.ingest import PRERENDERED_TAG
+from tracehouse.storage.logs_metrics import LOGS_ANY_VALUE_DEPTH, LOGS_ARRAY_DEPTH, LOGS_SHALLOW_DEPTH
+from tracehouse.storage.schema import TRACES_ANY_VALUE_DEPTH, TRACES_DEEP_ANY_VALUE_DEPTH, TRACES_DEEP_ARRAY_DEPTH
+
+from .value_text import any_value_json
+from .wal import encode_varint
 
 _F = descriptor_pb2.FieldDescriptorProto
 
@@ -42,19 +49,21 @@ _LOGS = {
 }
 
 
-def _probe_class(package: str, path: dict, depth: int):
+def _probe_class(package: str, path: dict, depth: int, array_depth: int | None = None):
     """The request message whose parse of a request is uninitialized when some value on `path`
-    has an array or map at level `depth` (1 = an attribute's own value) or deeper."""
+    has a map at level `depth` (1 = an attribute's own value) or deeper, or an array at level
+    `array_depth` (default `depth`) or deeper."""
+    array_depth = depth if array_depth is None else array_depth
     messages = dict(path)
     messages["TooDeep"] = []  # plus the required field below
     for level in range(1, depth + 1):
-        if level < depth:
-            messages[f"AnyValue{level}"] = [("array_value", 5, f"ArrayValue{level}", False),
-                                            ("kvlist_value", 6, f"KeyValueList{level}", False)]
+        array = f"ArrayValue{level}" if level < array_depth else "TooDeep"
+        kvlist = f"KeyValueList{level}" if level < depth else "TooDeep"
+        messages[f"AnyValue{level}"] = [("array_value", 5, array, False), ("kvlist_value", 6, kvlist, False)]
+        if level < array_depth:
             messages[f"ArrayValue{level}"] = [("values", 1, f"AnyValue{level + 1}", True)]
+        if level < depth:
             messages[f"KeyValueList{level}"] = [("values", 1, f"KeyValue{level + 1}", True)]
-        else:
-            messages[f"AnyValue{level}"] = [("array_value", 5, "TooDeep", False), ("kvlist_value", 6, "TooDeep", False)]
         messages[f"KeyValue{level}"] = [("value", 2, f"AnyValue{level}", False)]
     file = descriptor_pb2.FileDescriptorProto(name=f"{package}.proto", package=package, syntax="proto2")
     for name, fields in messages.items():
@@ -72,6 +81,11 @@ def _probe_class(package: str, path: dict, depth: int):
 
 _TracesProbe = _probe_class("tracehouse.nesting.traces", _TRACES, TRACES_ANY_VALUE_DEPTH)
 _LogsProbe = _probe_class("tracehouse.nesting.logs", _LOGS, LOGS_SHALLOW_DEPTH)
+# The same for the deep staging tables: a value they cannot decode either.
+_TRACES_DEEP = (TRACES_DEEP_ANY_VALUE_DEPTH, TRACES_DEEP_ARRAY_DEPTH)
+_LOGS_DEEP = (LOGS_ANY_VALUE_DEPTH, LOGS_ARRAY_DEPTH)
+_TracesBeyondProbe = _probe_class("tracehouse.nesting.traces_deep", _TRACES, *_TRACES_DEEP)
+_LogsBeyondProbe = _probe_class("tracehouse.nesting.logs_deep", _LOGS, *_LOGS_DEEP)
 
 
 def _too_deep(probe_class, request: bytes) -> bool:
@@ -90,3 +104,70 @@ def has_deep_log_values(request: bytes) -> bool:
     """Whether some resource, scope or record attribute, or a body, of this (valid)
     ExportLogsServiceRequest has an array or map at level LOGS_SHALLOW_DEPTH or deeper."""
     return _too_deep(_LogsProbe, request)
+
+
+# -- values deeper than the deep tables decode --------------------------------------------------
+#
+# ClickHouse would store them as null. The rare request that has one is changed before it is
+# made durable: each such value becomes an array or map holding only its rendered text
+# (proto/ingest.py, PRERENDERED_FIELD), which the deep ingest views store in its place. This is
+# the one case where Python walks the values of a request.
+
+
+def prerender_beyond_deep_traces(request, body: bytes) -> bytes:
+    """The ExportTraceServiceRequest to store, given one that needs the deep staging table:
+    `body` as it is, or, when some value nests deeper than that table decodes, `request` (its
+    parse) with those values prerendered, re-encoded."""
+    if not _too_deep(_TracesBeyondProbe, body):
+        return body
+    for resource_spans in request.resource_spans:
+        _prerender(resource_spans.resource.attributes, _TRACES_DEEP)
+        for scope_spans in resource_spans.scope_spans:
+            for span in scope_spans.spans:
+                _prerender(span.attributes, _TRACES_DEEP)
+                for part in (*span.events, *span.links):
+                    _prerender(part.attributes, _TRACES_DEEP)
+    return request.SerializeToString()
+
+
+def prerender_beyond_deep_logs(request, body: bytes) -> bytes:
+    """As prerender_beyond_deep_traces, for an ExportLogsServiceRequest (bodies included)."""
+    if not _too_deep(_LogsBeyondProbe, body):
+        return body
+    for resource_logs in request.resource_logs:
+        _prerender(resource_logs.resource.attributes, _LOGS_DEEP)
+        for scope_logs in resource_logs.scope_logs:
+            _prerender(scope_logs.scope.attributes, _LOGS_DEEP)
+            for record in scope_logs.log_records:
+                _prerender(record.attributes, _LOGS_DEEP)
+                _prerender_values([record.body], _LOGS_DEEP, 1)
+    return request.SerializeToString()
+
+
+def _prerender(key_values, unrolled: tuple[int, int]) -> None:
+    _prerender_values([kv.value for kv in key_values], unrolled, 1)
+
+
+def _prerender_values(values, unrolled: tuple[int, int], level: int) -> None:
+    """Prerender, in place, each array at level `array_depth` or deeper and each map at level
+    `depth` or deeper among AnyValues `values` (at `level`) and the values they hold."""
+    depth, array_depth = unrolled
+    for value in values:
+        kind = value.WhichOneof("value")
+        if kind == "array_value":
+            if level >= array_depth:
+                _replace_with_text(value, kind)
+            else:
+                _prerender_values(value.array_value.values, unrolled, level + 1)
+        elif kind == "kvlist_value":
+            if level >= depth:
+                _replace_with_text(value, kind)
+            else:
+                _prerender_values([kv.value for kv in value.kvlist_value.values], unrolled, level + 1)
+
+
+def _replace_with_text(value, kind: str) -> None:
+    text = any_value_json(value).encode()
+    composite = getattr(value, kind)
+    composite.Clear()
+    composite.MergeFromString(PRERENDERED_TAG + encode_varint(len(text)) + text)

@@ -9,7 +9,8 @@ messages (whose parser checks UTF-8) accept nearly every request as it is. OTLP 
 wild sometimes has invalid UTF-8; such a request is parsed again with a copy of the upstream
 descriptors whose `string` fields are `bytes`, its strings are repaired (each invalid byte
 becomes U+FFFD, as on the JSON path), and the repaired encoding is what gets stored. Only that
-rare request costs Python work per field.
+rare request costs Python work per field, and the rarer one with a value nested deeper than
+ClickHouse decodes (collector/nesting.py).
 """
 from __future__ import annotations
 
@@ -25,7 +26,7 @@ from opentelemetry.proto.collector.logs.v1 import logs_service_pb2
 from opentelemetry.proto.collector.metrics.v1 import metrics_service_pb2
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
 
-from .nesting import has_deep_log_values, has_deep_values
+from .nesting import has_deep_log_values, has_deep_values, prerender_beyond_deep_logs, prerender_beyond_deep_traces
 from .wal import encode_varint, read_varint
 
 ZERO_TRACE_ID = bytes(16)
@@ -53,7 +54,8 @@ DATA_POINTS_REJECTED = "data points rejected: they belong to metrics without a n
 class Inspection:
     items: int       # spans, log records or data points in the request
     rejected: int    # those the ingest view will drop
-    body: bytes      # the request to store: as received, or with its strings made valid UTF-8
+    body: bytes      # the request to store: as received, or with its strings made valid UTF-8 and
+                     # values too deep for ClickHouse prerendered (collector/nesting.py)
     reason: str = SPANS_REJECTED  # what was rejected and why, after "<rejected> of <items> "
     deep: bool | None = None      # traces and logs: whether the request needs the deep staging table
 
@@ -171,7 +173,10 @@ def inspect_traces(body: bytes) -> Inspection:
             spans = scope_spans.spans
             items += len(spans)
             rejected += sum(1 for span in spans if not _valid_ids(span))
-    return Inspection(items, rejected, body, deep=has_deep_values(body))
+    deep = has_deep_values(body)
+    if deep:
+        body = prerender_beyond_deep_traces(request, body)
+    return Inspection(items, rejected, body, deep=deep)
 
 
 def _bad_log_ids(record) -> bool:
@@ -190,7 +195,10 @@ def inspect_logs(body: bytes) -> Inspection:
             records = scope_logs.log_records
             items += len(records)
             rejected += sum(1 for record in records if _bad_log_ids(record))
-    return Inspection(items, rejected, body, LOG_RECORDS_REJECTED, deep=has_deep_log_values(body))
+    deep = has_deep_log_values(body)
+    if deep:
+        body = prerender_beyond_deep_logs(request, body)
+    return Inspection(items, rejected, body, LOG_RECORDS_REJECTED, deep=deep)
 
 
 _METRIC_KINDS = ("gauge", "sum", "histogram", "exponential_histogram", "summary")

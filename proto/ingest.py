@@ -8,7 +8,9 @@ the upstream .proto:
 * AnyValue is recursive upstream, but ClickHouse maps messages to fixed column types, so the
   recursion is unrolled (AnyValue → AnyValue2 → …) to the depth of the staging table's columns
   (storage/otlp_sql.key_values_type unrolls those alike). At the last level an array or map
-  arrives as raw bytes and is stored as null. Every level about doubles the columns each value
+  arrives as raw bytes. In a deep table those bytes hold the value's JSON text, which the
+  collector renders for the rare value nested deeper than that (PRERENDERED_FIELD below);
+  elsewhere the value is stored as null. Every level about doubles the columns each value
   is decoded into and ClickHouse's analysis of the ingest view, paid on every insert (measured:
   4 levels 25 MB/s, 5 levels 13, 6 levels 6), which is why each signal has a shallow table for
   most requests and a deep one for the rest (collector/nesting.py picks).
@@ -26,6 +28,15 @@ Each schema has a package of its own, so that message names never clash where Cl
 several side by side.
 """
 from __future__ import annotations
+
+# A value nested deeper than a deep staging table decodes is replaced by the collector
+# (collector/nesting.py) with an array or map whose only content is this field, holding the
+# text ClickHouse would have rendered for the value (collector/value_text.py). Upstream parsers
+# see an empty array or map with an unknown field; the deep ingest views read the field out of
+# the raw bytes they get at that level (storage/otlp_sql.py). A field number OTLP's ArrayValue
+# and KeyValueList will not use, with a two-byte tag.
+PRERENDERED_FIELD = 2047
+PRERENDERED_TAG = bytes([(PRERENDERED_FIELD << 3 | 2) & 0x7F | 0x80, (PRERENDERED_FIELD << 3 | 2) >> 7])
 
 # The messages of each signal, as far as the staging tables read them; KeyValue and AnyValue
 # come from any_value_messages.

@@ -118,9 +118,12 @@ def make_collector(store, tmp_path):
 
 
 def any_value(value):
-    """An OTLP AnyValue from a Python value: str, bool, int, float, list (array), dict (map)."""
+    """An OTLP AnyValue from a Python value: str, bool, int, float, list (array), dict (map), or
+    an AnyValue already."""
     from opentelemetry.proto.common.v1.common_pb2 import AnyValue, ArrayValue, KeyValue, KeyValueList
 
+    if isinstance(value, AnyValue):
+        return value
     if isinstance(value, str):
         return AnyValue(string_value=value)
     if isinstance(value, bool):

@@ -1,23 +1,27 @@
 """Trace and logs requests take the staging table their values need (collector/nesting.py):
 shallow ones the shallow table, ones with values nested deeper (structured GenAI messages) the
-deep one, which stores them whole."""
+deep one, which stores them whole; the collector renders the rare value nested deeper still."""
 from __future__ import annotations
 
 import os
 
 import httpx
 import pytest
+from google.protobuf.unknown_fields import UnknownFieldSet
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+from opentelemetry.proto.common.v1.common_pb2 import AnyValue, ArrayValue, KeyValue, KeyValueList
 
 from tracehouse.collector import ingest, otlp
 from tracehouse.collector.nesting import has_deep_log_values, has_deep_values
-from tracehouse.collector.wal import WriteAheadLog, encode_varint
-from tracehouse.storage.logs_metrics import LOGS_SHALLOW_DEPTH
-from tracehouse.storage.schema import TRACES_ANY_VALUE_DEPTH
+from tracehouse.collector.wal import WriteAheadLog, encode_varint, frame_record
+from tracehouse.proto.ingest import PRERENDERED_FIELD
+from tracehouse.storage.logs_metrics import LOGS_ANY_VALUE_DEPTH, LOGS_ARRAY_DEPTH, LOGS_SHALLOW_DEPTH
+from tracehouse.storage.schema import TRACES_ANY_VALUE_DEPTH, TRACES_DEEP_ANY_VALUE_DEPTH, TRACES_DEEP_ARRAY_DEPTH
 from tracehouse.storage.store import LOGS, LOGS_SHALLOW, TRACES, TRACES_DEEP, TRACES_LEGACY
 from tracehouse.tests.conftest import any_value, spans_of
 from tracehouse.tests.test_durability import FlakyStore
+from tracehouse.tests.test_schema import database_before
 
 MESSAGES = [{"role": "user", "parts": [{"type": "text", "content": "What is 2+2?"}]}]
 MESSAGES_JSON = '[{"role":"user","parts":[{"type":"text","content":"What is 2+2?"}]}]'
@@ -83,7 +87,7 @@ def test_flat_and_structured_requests_in_one_segment_are_each_stored_once_and_wh
     flat_id, flat = request({"gen_ai.request.model": "gpt-4o", "tags": ["a", "b"], "meta": {"k": "v", "n": 2}},
                             name="flat")
     deep_id, deep = request({"gen_ai.request.model": "gpt-4o", "gen_ai.input.messages": MESSAGES,
-                             "too.deep": {"a": {"b": {"c": {"d": {"e": "lost"}}}}}}, name="structured")
+                             "too.deep": {"a": {"b": {"c": {"d": {"e": "kept"}}}}}}, name="structured")
     send(running, flat)
     send(running, deep)
     running.wait_stored(120)
@@ -94,8 +98,8 @@ def test_flat_and_structured_requests_in_one_segment_are_each_stored_once_and_wh
                                                  "meta": '{"k":"v","n":2}'}, "Inputs": ""},
         {"SpanName": "structured", "SpanAttributes": {
             "gen_ai.request.model": "gpt-4o", "gen_ai.input.messages": MESSAGES_JSON,
-            # five levels of maps are decoded; a map at the fifth is not, as for log records
-            "too.deep": '{"a":{"b":{"c":{"d":null}}}}'}, "Inputs": MESSAGES_JSON},
+            # a map at level 5, which the deep table does not decode: the collector renders it
+            "too.deep": '{"a":{"b":{"c":{"d":{"e":"kept"}}}}}'}, "Inputs": MESSAGES_JSON},
     ]
     writers = [w for w in running.collector.writers if w.target == TRACES]
     # one segment, stored by two inserts after one retry
@@ -136,10 +140,10 @@ def test_a_segment_stored_before_an_upgrade_but_not_deleted_is_not_stored_twice_
 
 TOOL_CALL_CHOICE = {"index": 0, "finish_reason": "tool_calls", "message": {"role": "assistant", "tool_calls": [
     {"id": "call_1", "type": "function", "function": {"name": "add", "arguments": "{\"a\":2}"}}]}}
-# The deep table decodes maps down to level 5, as before schema version 10, but not a map *at*
-# level 5, such as the function of a tool call here: stored as null, as before.
+# The deep table decodes maps down to level 5, but not a map *at* level 5, such as the function
+# of a tool call here: the collector renders that one (schema version 12 on; null before).
 TOOL_CALL_CHOICE_JSON = ('{"index":0,"finish_reason":"tool_calls","message":{"role":"assistant","tool_calls":'
-                         '[{"id":"call_1","type":"function","function":null}]}}')
+                         '[{"id":"call_1","type":"function","function":{"name":"add","arguments":"{\\"a\\":2}"}}]}}')
 
 
 def logs_request(body, where: str = "body", event: str = "gen_ai.choice") -> bytes:
@@ -187,3 +191,127 @@ def test_flat_and_deep_log_records_in_one_segment_are_each_stored_once_and_whole
                     (TOOL_CALL_CHOICE_JSON,)]
     writers = [w for w in running.collector.writers if w.target == LOGS]
     assert sum(w.inserted_segments for w in writers) == 1
+
+
+# -- values nested deeper than the deep tables decode -------------------------------------------
+
+def leaf() -> AnyValue:
+    """A map holding a value of every kind, with the characters ClickHouse's JSON escapes."""
+    value = any_value({"s": 'q"\\/\n\x01\u2028é😀', "i": -7, "d": 1e-7, "big": 1.5e21, "b": True, "ea": [], "em": {}})
+    value.kvlist_value.values.add(key="y").value.bytes_value = b"\xfb\xff\x00"
+    value.kvlist_value.values.add(key="unset")  # a value with no variant set
+    return value
+
+
+LEAF_JSON = r'{"s":"q\"\\\/\n\u0001\u2028é😀","i":-7,"d":1e-7,"big":1.5e21,"b":true,"ea":[],"em":{},"y":"+\/8A","unset":null}'
+
+
+def nested(levels: int) -> tuple[AnyValue, str]:
+    """leaf() inside `levels` maps and arrays, taking turns (a map outermost), and its text."""
+    value, text = leaf(), LEAF_JSON
+    for level in reversed(range(levels)):
+        if level % 2:
+            value, text = AnyValue(array_value=ArrayValue(values=[value])), f"[{text}]"
+        else:
+            value = AnyValue(kvlist_value=KeyValueList(values=[KeyValue(key=f"k{level}", value=value)]))
+            text = f'{{"k{level}":{text}}}'
+    return value, text
+
+
+@pytest.mark.parametrize("where", ["span", "resource", "event", "link"])
+@pytest.mark.parametrize("value, beyond", [
+    ([[["x"]]], False), ([[[["x"]]]], True),  # an array at level 4 arrives as raw bytes
+    ({"a": {"b": {"c": {"d": "x"}}}}, False), ({"a": {"b": {"c": {"d": {"e": "x"}}}}}, True),  # a map at 5
+    ([{"a": [{"b": "x"}]}], False), ([{"a": [{"b": ["x"]}]}], True),
+])
+def test_only_a_request_with_a_value_beyond_the_deep_tables_depth_is_rewritten(where, value, beyond):
+    assert (TRACES_DEEP_ANY_VALUE_DEPTH, TRACES_DEEP_ARRAY_DEPTH) == (5, 4)  # the cases are written for them
+    _, body = request({"flat": "x", "v": value}, where)
+    assert (otlp.inspect_traces(body).body != body) is beyond
+
+
+@pytest.mark.parametrize("where", ["body", "record", "scope", "resource"])
+@pytest.mark.parametrize("value, beyond", [([[[["x"]]]], True), ({"a": {"b": {"c": {"d": "x"}}}}, False),
+                                           ({"a": {"b": {"c": {"d": {"e": "x"}}}}}, True)])
+def test_only_a_logs_request_with_a_value_beyond_the_deep_tables_depth_is_rewritten(where, value, beyond):
+    assert (LOGS_ANY_VALUE_DEPTH, LOGS_ARRAY_DEPTH) == (5, 4)
+    body = logs_request(value, where)
+    assert (otlp.inspect_logs(body).body != body) is beyond
+
+
+def test_a_rewritten_request_is_still_otlp_with_the_text_in_place_of_the_value():
+    value, text = nested(4)  # {"k0":[{"k2":[leaf]}]}: an array at level 4, beyond the deep table
+    assert text == '{"k0":[{"k2":[' + LEAF_JSON + ']}]}'
+    _, body = request({"v": value})
+    stored = ExportTraceServiceRequest.FromString(otlp.inspect_traces(body).body)
+    [resource_spans] = stored.resource_spans
+    [attribute] = resource_spans.scope_spans[0].spans[0].attributes
+    cut = attribute.value.kvlist_value.values[0].value.array_value.values[0].kvlist_value.values[0].value
+    assert cut.WhichOneof("value") == "array_value"
+    assert len(cut.array_value.values) == 0  # to any OTLP reader an empty array, with one unknown field
+    [field] = UnknownFieldSet(cut.array_value)
+    assert (field.field_number, field.data) == (PRERENDERED_FIELD, f"[{LEAF_JSON}]".encode())
+
+
+def test_values_nested_deeper_than_the_deep_table_decodes_are_stored_whole(store, make_collector):
+    """Zero to eight levels around a map of every kind of value: the shallow ones are rendered by
+    ClickHouse, the deeper ones (partly or wholly) by the collector, and all read the same."""
+    running = make_collector()
+    req = ExportTraceServiceRequest()
+    resource_spans = req.resource_spans.add()
+    resource_spans.resource.attributes.add(key="service.name").value.string_value = "nesting"
+    resource_spans.resource.attributes.add(key="v").value.CopyFrom(nested(7)[0])
+    span = resource_spans.scope_spans.add().spans.add(
+        trace_id=os.urandom(16), span_id=os.urandom(8), name="deep", start_time_unix_nano=1_700_000_000_000_000_000)
+    for levels in range(9):
+        span.attributes.add(key=f"v{levels}").value.CopyFrom(nested(levels)[0])
+    span.events.add(name="e").attributes.add(key="v").value.CopyFrom(nested(6)[0])
+    span.links.add(trace_id=os.urandom(16), span_id=os.urandom(8)).attributes.add(key="v").value.CopyFrom(nested(5)[0])
+    send(running, req.SerializeToString())
+    running.wait_stored(120)
+    [row] = spans_of(store, [span.trace_id.hex()], "SpanAttributes, ResourceAttributes, `Events.Attributes`, "
+                                                   "`Links.Attributes`")
+    assert row == {"SpanAttributes": {f"v{levels}": nested(levels)[1] for levels in range(9)},
+                   "ResourceAttributes": {"service.name": "nesting", "v": nested(7)[1]},
+                   "Events.Attributes": [{"v": nested(6)[1]}], "Links.Attributes": [{"v": nested(5)[1]}]}
+
+
+def test_log_values_nested_deeper_than_the_deep_table_decodes_are_stored_whole(store, make_collector):
+    running = make_collector()
+    req = ExportLogsServiceRequest()
+    resource_logs = req.resource_logs.add()
+    resource_logs.resource.attributes.add(key="service.name").value.string_value = "nesting-deep"
+    scope_logs = resource_logs.scope_logs.add()
+    scope_logs.scope.attributes.add(key="v").value.CopyFrom(nested(5)[0])
+    record = scope_logs.log_records.add(time_unix_nano=1_700_000_000_000_000_000, body=nested(8)[0])
+    record.attributes.add(key="v").value.CopyFrom(nested(6)[0])
+    response = httpx.post(f"{running.http_endpoint}/v1/logs", content=req.SerializeToString(),
+                          headers={"content-type": "application/x-protobuf"}, timeout=30)
+    assert (response.status_code, response.content) == (200, b"")
+    running.wait_stored(120)
+    rows = store.query("SELECT Body, ScopeAttributes, LogAttributes FROM otel_logs "
+                       "WHERE ServiceName = 'nesting-deep'").result_rows
+    assert rows == [(nested(8)[1], {"v": nested(5)[1]}, {"v": nested(6)[1]})]
+
+
+def test_migration_12_makes_the_deep_views_store_the_collectors_text_and_may_be_applied_twice(store, monkeypatch):
+    schema, migrations = database_before(store, 12)
+    monkeypatch.setattr(store, "schema", schema)  # inserts go to that database's staging tables
+
+    def insert_deep(name: str) -> None:
+        _, body = request({"v": nested(4)[0]}, name=name)
+        record = b"".join(frame_record(otlp.inspect_traces(body).body + otlp.batch_trailer("", 1000, True)))
+        store.insert_protobuf(TRACES_DEEP, record, name)
+
+    try:
+        insert_deep("before")
+        for _ in range(2):
+            for statement in migrations[12].statements:
+                store.command(statement)
+        insert_deep("after")
+        rows = store.query("SELECT SpanName, SpanAttributes['v'] FROM before_migration_12.otel_traces "
+                           "ORDER BY SpanName DESC").result_rows
+        # before it, as every version stored such a value: null
+        assert rows == [("before", '{"k0":[{"k2":null}]}'), ("after", nested(4)[1])]
+    finally:
+        store.command("DROP DATABASE before_migration_12 SYNC")

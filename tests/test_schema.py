@@ -196,7 +196,8 @@ def test_migration_6_brings_the_logs_and_metrics_ingest_views_up_to_date(store):
                  "tracehouse_ingest_logs_shallow_mv"}
         return {name: select for name, select in rows.result_rows if name not in later}
 
-    current = views("default")
+    database_before(store, 7)  # where a data dir made by version 6 starts
+    current = views("before_migration_7")
     assert len(current) == 9  # spans: 2, logs: 2, metrics: 5
     assert [name for name, select in views("before_migration_6").items() if select != current[name]] == [
         "tracehouse_ingest_logs_mv"]
@@ -206,6 +207,7 @@ def test_migration_6_brings_the_logs_and_metrics_ingest_views_up_to_date(store):
             store.command(statement)
         assert views("before_migration_6") == current
     store.command("DROP DATABASE before_migration_6 SYNC")
+    store.command("DROP DATABASE before_migration_7 SYNC")
 
 
 def test_migration_10_stages_requests_by_depth_and_keeps_the_old_staging_table_for_older_collectors(store):

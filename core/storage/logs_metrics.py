@@ -132,7 +132,7 @@ def logs_table(schema: Schema) -> list[str]:
 
 
 def logs_staging(schema: Schema, table: str = LOGS_STAGING_TABLE, depth: int = LOGS_ANY_VALUE_DEPTH,
-                 array_depth: int = LOGS_ARRAY_DEPTH) -> list[str]:
+                 array_depth: int = LOGS_ARRAY_DEPTH, prerendered: bool = False) -> list[str]:
     """A staging table for OTLP logs requests whose AnyValues are unrolled to `depth` levels
     (arrays to `array_depth`), and its view into otel_logs."""
     kvs = otlp_sql.key_values_type(depth, array_depth)
@@ -145,11 +145,11 @@ def logs_staging(schema: Schema, table: str = LOGS_STAGING_TABLE, depth: int = L
     create = (f"CREATE TABLE IF NOT EXISTS {schema.name(table)}{schema.on_cluster}\n(\n"
               f"    resource_logs {resource_logs},\n    max_value_length UInt32,\n    project String\n)\n"
               "ENGINE = Null")
-    return [create, _logs_staging_view(schema, table, depth, array_depth)]
+    return [create, _logs_staging_view(schema, table, depth, array_depth, prerendered)]
 
 
 def _logs_staging_view(schema: Schema, table: str = LOGS_STAGING_TABLE, depth: int = LOGS_ANY_VALUE_DEPTH,
-                       array_depth: int = LOGS_ARRAY_DEPTH) -> str:
+                       array_depth: int = LOGS_ARRAY_DEPTH, prerendered: bool = False) -> str:
     """Explode each request into log rows: per resource, then per scope and record.
 
     ClickHouse analyses every copy of a value rendering on every insert (~0.1 s each at this
@@ -162,10 +162,11 @@ def _logs_staging_view(schema: Schema, table: str = LOGS_STAGING_TABLE, depth: i
     span id has a wrong length is dropped (and counted as rejected); an all-zero id means none.
     """
     resources = otlp_sql.per_resource(schema.name(table), "resource_logs", "scope_logs", depth=depth,
-                                      array_depth=array_depth, carry=("schema_url",))
+                                      array_depth=array_depth, prerendered=prerendered, carry=("schema_url",))
     texts, scope, attributes = otlp_sql.scope_and_record_attributes(
-        "sl.scope.attributes", "r.attributes", "_texts", "max_value_length", depth=depth, array_depth=array_depth)
-    body = f"arrayElement({otlp_sql.values_text('[r.body]', depth, array_depth)}, 1)"
+        "sl.scope.attributes", "r.attributes", "_texts", "max_value_length", depth=depth, array_depth=array_depth,
+        prerendered=prerendered)
+    body = f"arrayElement({otlp_sql.values_text('[r.body]', depth, array_depth, prerendered)}, 1)"
     valid = "length(r.trace_id) IN (0, 16) AND length(r.span_id) IN (0, 8)"
 
     def log_id(expr: str, size: int) -> str:
@@ -446,6 +447,12 @@ def _exemplar_columns(depth: int) -> str:
 def staging_views(schema: Schema) -> list[str]:
     """The views that explode OTLP logs and metrics requests into rows."""
     return [_logs_staging_view(schema)] + [_metrics_view(schema, kind) for kind in METRIC_TABLES]
+
+
+def prerendering_logs_view(schema: Schema) -> str:
+    """The deep logs staging view storing the text of values nested deeper than it decodes,
+    which the collector renders (schema migration 12)."""
+    return _logs_staging_view(schema, prerendered=True)
 
 
 def ingest_views(schema: Schema) -> list[str]:

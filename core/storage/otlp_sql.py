@@ -14,6 +14,8 @@ most of the cost of a small insert; the notes below keep it down.
 """
 from __future__ import annotations
 
+from tracehouse.proto.ingest import PRERENDERED_TAG
+
 from . import normalize
 
 # AnyValue is recursive upstream; the staging table of schema versions 1-9 unrolls it to this
@@ -47,13 +49,16 @@ def key_values_type(depth: int = ANY_VALUE_DEPTH, array_depth: int | None = None
     return f"Array(Tuple(key String, value {any_value_type(1, depth, array_depth)}))"
 
 
-def _render(v: str, level: int, *, quoted: bool, depth: int = ANY_VALUE_DEPTH, array_depth: int | None = None) -> str:
+def _render(v: str, level: int, *, quoted: bool, depth: int = ANY_VALUE_DEPTH, array_depth: int | None = None,
+            prerendered: bool = False) -> str:
     """Text of every AnyValue in the Array(AnyValue) `v` (at nesting `level`), one per element.
 
     One arrayMap over the value's subcolumns, with one multiIf branch per oneof variant: arrays
     and maps recurse into their (usually empty) element arrays, so a request pays only for the
     nesting it has, and nothing filters or copies whole tuples. `quoted` gives JSON (strings in
     quotes, unset values null), else the attribute-map text (strings as-is, unset values '').
+    An array or map that arrives as raw bytes is null, or with `prerendered` (the deep staging
+    tables) the text the collector rendered for it.
     """
     array_depth = depth if array_depth is None else array_depth
     p = f"_{level}"
@@ -66,12 +71,13 @@ def _render(v: str, level: int, *, quoted: bool, depth: int = ANY_VALUE_DEPTH, a
                 f"{p}t = 'bytes_value', {bytes_}"]
     params = [f"{p}{x}" for x in "tsidby"]
     args = [f"{v}.{f}" for f in ("value", "string_value", "int_value", "double_value", "bool_value", "bytes_value")]
-    if level < depth:  # deeper composites arrive as raw bytes: null
+    raw = ["array_value", "kvlist_value"]  # the composites that arrive as raw bytes at this level
+    if level < depth:
         # Array elements and map members go through one arrayMap over their concatenation (one
         # of the two is empty), members prefixed with their key, so each level holds one copy
         # of the next: the SQL, and ClickHouse's per-insert analysis of it, grow linearly with
         # the depth. (An alias used twice would be cloned by the analyzer, doubling per level.)
-        inner = dict(quoted=True, depth=depth, array_depth=array_depth)
+        inner = dict(quoted=True, depth=depth, array_depth=array_depth, prerendered=prerendered)
         keys = f"arrayMap(_k -> concat(toJSONString(_k), ':'), {p}m.values.key)"
         if level < array_depth:
             elements = f"arrayConcat({p}a.values, {p}m.values.value)"
@@ -79,30 +85,52 @@ def _render(v: str, level: int, *, quoted: bool, depth: int = ANY_VALUE_DEPTH, a
             composite = f"{p}t IN ('array_value', 'kvlist_value')"
             params += [f"{p}a", f"{p}m"]
             args += [f"{v}.array_value", f"{v}.kvlist_value"]
-        else:  # only maps go deeper here; an array at this level arrives as raw bytes: null
+            raw = []
+        else:  # only maps go deeper here; an array at this level arrives as raw bytes
             elements, prefixes, composite = f"{p}m.values.value", keys, f"{p}t = 'kvlist_value'"
             params.append(f"{p}m")
             args.append(f"{v}.kvlist_value")
+            raw = ["array_value"]
         body = (f"arrayStringConcat(arrayMap((_p, _r) -> concat(_p, _r), {prefixes}, "
                 f"{_render(elements, level + 1, **inner)}), ',')")
         branches.append(f"{composite}, "
                         f"concat(if({p}t = 'array_value', '[', '{{'), {body}, if({p}t = 'array_value', ']', '}}'))")
+    if prerendered:
+        for kind in raw:
+            param = f"{p}{kind[0]}r"  # _5ar, _5kr
+            params.append(param)
+            args.append(f"{v}.{kind}")
+            branches.append(f"{p}t = '{kind}', {_prerendered_text(param)}")
     return f"arrayMap(({', '.join(params)}) -> multiIf({', '.join(branches)}, {unset}), {', '.join(args)})"
+
+
+def _prerendered_text(raw: str) -> str:
+    """The text in the raw bytes `raw` of an array or map that the collector prerendered: its
+    one field, PRERENDERED_FIELD (the two-byte tag, the text's length as a varint, the text).
+    Other bytes (a value stored by a collector before schema version 12) read as null."""
+    after_tag = len(PRERENDERED_TAG)
+    length_bytes = f"arrayMap(_i -> reinterpretAsUInt8(substring({raw}, {after_tag} + _i, 1)), range(1, 6))"
+    # unhex: the view's text stays ASCII, as system.tables and SHOW CREATE show it
+    return (f"if(startsWith({raw}, unhex('{PRERENDERED_TAG.hex().upper()}')), "
+            f"substring({raw}, {after_tag + 1} + arrayFirstIndex(_b -> _b < 128, {length_bytes})), 'null')")
 
 
 def attribute_keys(key_values: str) -> str:
     return f"{key_values}.key"
 
 
-def attribute_values(key_values: str, depth: int = ANY_VALUE_DEPTH, array_depth: int | None = None) -> str:
+def attribute_values(key_values: str, depth: int = ANY_VALUE_DEPTH, array_depth: int | None = None,
+                     prerendered: bool = False) -> str:
     """The attribute-map text of every value of a repeated KeyValue (AsString() semantics)."""
-    return _render(f"{key_values}.value", 1, quoted=False, depth=depth, array_depth=array_depth)
+    return _render(f"{key_values}.value", 1, quoted=False, depth=depth, array_depth=array_depth,
+                   prerendered=prerendered)
 
 
-def values_text(values: str, depth: int = ANY_VALUE_DEPTH, array_depth: int | None = None) -> str:
+def values_text(values: str, depth: int = ANY_VALUE_DEPTH, array_depth: int | None = None,
+                prerendered: bool = False) -> str:
     """The AsString() text of every AnyValue in the Array(AnyValue) `values` (a log body
     wrapped in a one-element array, say)."""
-    return _render(values, 1, quoted=False, depth=depth, array_depth=array_depth)
+    return _render(values, 1, quoted=False, depth=depth, array_depth=array_depth, prerendered=prerendered)
 
 
 TRUNCATION_MARK = "…[truncated]"
@@ -131,7 +159,8 @@ def attributes_map(keys: str, values: str, max_len: str, mark_truncated: bool = 
 
 
 def scope_and_record_attributes(scope: str, record: str, texts: str, max_len: str, *,
-                                depth: int = ANY_VALUE_DEPTH, array_depth: int | None = None) -> tuple[str, str, str]:
+                                depth: int = ANY_VALUE_DEPTH, array_depth: int | None = None,
+                                prerendered: bool = False) -> tuple[str, str, str]:
     """The attributes of a scope and of one of its records (a log record, a data point) from
     one rendering of their values, concatenated.
 
@@ -141,7 +170,7 @@ def scope_and_record_attributes(scope: str, record: str, texts: str, max_len: st
     twice: rendered in place, that would be three copies, not one.
     """
     rendering = _render(f"arrayConcat({scope}.value, {record}.value)", 1, quoted=False, depth=depth,
-                        array_depth=array_depth)
+                        array_depth=array_depth, prerendered=prerendered)
     scope_map = attributes_map(f"{scope}.key", f"arraySlice({texts}, 1, length({scope}))", max_len)
     record_map = attributes_map(f"{record}.key", f"arraySlice({texts}, length({scope}) + 1, length({record}))",
                                 max_len, mark_truncated=True)
@@ -157,7 +186,7 @@ def nanos_to_datetime(expr: str) -> str:
 
 
 def per_resource(staging: str, resources: str, children: str, *, depth: int = ANY_VALUE_DEPTH,
-                 array_depth: int | None = None, carry: tuple[str, ...] = ()) -> str:
+                 array_depth: int | None = None, prerendered: bool = False, carry: tuple[str, ...] = ()) -> str:
     """A subquery with a row per resource of every request in `staging`.
 
     Columns: `_children` (the resource's `children`: its scope spans, logs or metrics),
@@ -172,8 +201,8 @@ def per_resource(staging: str, resources: str, children: str, *, depth: int = AN
         name and the project read it as a column: an alias used in three places would make
         the analyzer clone the whole rendering three times over.
     """
-    attributes = attributes_map(attribute_keys("_resource_kvs"), attribute_values("_resource_kvs", depth, array_depth),
-                                "max_value_length")
+    attributes = attributes_map(attribute_keys("_resource_kvs"),
+                                attribute_values("_resource_kvs", depth, array_depth, prerendered), "max_value_length")
     names = "".join(f", _resource_{f}" for f in carry)
     joined = "".join(f", {resources}.{f} AS _resource_{f}" for f in carry)
     return (

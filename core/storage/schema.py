@@ -296,7 +296,7 @@ class Schema:
                            sharding_key="cityHash64(TraceId)") + [view]
 
     def traces_staging(self, table: str = LEGACY_TRACES_STAGING_TABLE, depth: int = otlp_sql.ANY_VALUE_DEPTH,
-                       array_depth: int | None = None) -> list[str]:
+                       array_depth: int | None = None, prerendered: bool = False) -> list[str]:
         """A staging table for OTLP trace requests whose AnyValues are unrolled to `depth` levels
         (arrays to `array_depth`), and its view into otel_traces. The defaults give the single
         table of schema versions 1-9 (migrations 1 and 4 create and rewrite it)."""
@@ -314,10 +314,10 @@ class Schema:
         create = (f"CREATE TABLE IF NOT EXISTS {self.name(table)}{self.on_cluster}\n(\n"
                   f"    resource_spans {resource_spans},\n    max_value_length UInt32,\n    project String\n)\n"
                   "ENGINE = Null")
-        return [create, self._staging_view(table, depth, array_depth)]
+        return [create, self._staging_view(table, depth, array_depth, prerendered)]
 
     def _staging_view(self, table: str = LEGACY_TRACES_STAGING_TABLE, depth: int = otlp_sql.ANY_VALUE_DEPTH,
-                      array_depth: int | None = None) -> str:
+                      array_depth: int | None = None, prerendered: bool = False) -> str:
         """Explode each request into span rows, in three steps so each value is rendered once.
 
         1. per resource: its attribute map, service name and project (not once per span);
@@ -328,15 +328,17 @@ class Schema:
         max_len = "max_value_length"
         span_attrs = otlp_sql.attributes_map("_span_keys", "_span_values", max_len, mark_truncated=True)
         event_attrs = otlp_sql.attributes_map(otlp_sql.attribute_keys("e.attributes"),
-                                              otlp_sql.attribute_values("e.attributes", depth, array_depth), max_len)
+                                              otlp_sql.attribute_values("e.attributes", depth, array_depth, prerendered),
+                                              max_len)
         link_attrs = otlp_sql.attributes_map(otlp_sql.attribute_keys("l.attributes"),
-                                             otlp_sql.attribute_values("l.attributes", depth, array_depth), max_len)
+                                             otlp_sql.attribute_values("l.attributes", depth, array_depth, prerendered),
+                                             max_len)
         kinds = "['Unspecified', 'Internal', 'Server', 'Client', 'Producer', 'Consumer']"
         valid = ("length(s.trace_id) = 16 AND s.trace_id != repeat('\\0', 16) "
                  "AND length(s.span_id) = 8 AND s.span_id != repeat('\\0', 8) "
                  "AND length(s.parent_span_id) IN (0, 8)")
         resources = otlp_sql.per_resource(self.name(table), "resource_spans", "scope_spans", depth=depth,
-                                          array_depth=array_depth)
+                                          array_depth=array_depth, prerendered=prerendered)
         return (
             f"CREATE MATERIALIZED VIEW IF NOT EXISTS {self.name(table + '_mv')}{self.on_cluster}\n"
             f"TO {self.name(TRACES_TABLE)}\nAS SELECT\n"
@@ -366,7 +368,7 @@ class Schema:
             "FROM (\n"
             "    SELECT ss, s, max_value_length, _service_name, _resource_attributes, _project,\n"
             f"        {otlp_sql.attribute_keys('s.attributes')} AS _span_keys,\n"
-            f"        {otlp_sql.attribute_values('s.attributes', depth, array_depth)} AS _span_values\n"
+            f"        {otlp_sql.attribute_values('s.attributes', depth, array_depth, prerendered)} AS _span_values\n"
             f"    FROM ({resources})\n"
             "    ARRAY JOIN _children AS ss\n"
             "    ARRAY JOIN ss.spans AS s\n"
@@ -481,6 +483,11 @@ class Schema:
             Migration(11, "serialized spans name the attribute their inputs and outputs equal instead of "
                           "repeating its value (rows before it are read as they are)",
                       self.new_queries(self.trace_spans()[-1])),
+            Migration(12, "values nested deeper than the deep staging tables decode are stored as the text the "
+                          "collector renders for them, no longer as null",
+                      self.new_queries(self._staging_view(TRACES_DEEP_STAGING_TABLE, TRACES_DEEP_ANY_VALUE_DEPTH,
+                                                          TRACES_DEEP_ARRAY_DEPTH, prerendered=True),
+                                       logs_metrics.prerendering_logs_view(self))),
         ]
 
     def rebuild_table(self, table: str, parked: str, outdated: str, create: list[str], copy: list[str],
