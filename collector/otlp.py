@@ -26,7 +26,8 @@ from opentelemetry.proto.collector.logs.v1 import logs_service_pb2
 from opentelemetry.proto.collector.metrics.v1 import metrics_service_pb2
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
 
-from .nesting import has_deep_log_values, has_deep_values, prerender_beyond_deep_logs, prerender_beyond_deep_traces
+from .nesting import (has_deep_log_values, has_deep_values, prerender_beyond_deep_logs, prerender_beyond_deep_traces,
+                      prerender_beyond_metrics)
 from .wal import encode_varint, read_varint
 
 ZERO_TRACE_ID = bytes(16)
@@ -218,7 +219,7 @@ def inspect_metrics(body: bytes) -> Inspection:
                 points = len(getattr(metric, kind).data_points) if kind in _METRIC_KINDS else 0
                 items += points
                 rejected += 0 if metric.name else points
-    return Inspection(items, rejected, body, DATA_POINTS_REJECTED)
+    return Inspection(items, rejected, prerender_beyond_metrics(request, body), DATA_POINTS_REJECTED)
 
 
 # -- OTLP/JSON ------------------------------------------------------------------------------

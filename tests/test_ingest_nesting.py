@@ -9,6 +9,7 @@ import httpx
 import pytest
 from google.protobuf.unknown_fields import UnknownFieldSet
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
+from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, ArrayValue, KeyValue, KeyValueList
 
@@ -16,7 +17,8 @@ from tracehouse.collector import ingest, otlp
 from tracehouse.collector.nesting import has_deep_log_values, has_deep_values
 from tracehouse.collector.wal import WriteAheadLog, encode_varint, frame_record
 from tracehouse.proto.ingest import PRERENDERED_FIELD
-from tracehouse.storage.logs_metrics import LOGS_ANY_VALUE_DEPTH, LOGS_ARRAY_DEPTH, LOGS_SHALLOW_DEPTH
+from tracehouse.storage.logs_metrics import (LOGS_ANY_VALUE_DEPTH, LOGS_ARRAY_DEPTH, LOGS_SHALLOW_DEPTH,
+                                             METRICS_ANY_VALUE_DEPTH)
 from tracehouse.storage.schema import TRACES_ANY_VALUE_DEPTH, TRACES_DEEP_ANY_VALUE_DEPTH, TRACES_DEEP_ARRAY_DEPTH
 from tracehouse.storage.store import LOGS, LOGS_SHALLOW, TRACES, TRACES_DEEP, TRACES_LEGACY
 from tracehouse.tests.conftest import any_value, spans_of
@@ -315,3 +317,53 @@ def test_migration_12_makes_the_deep_views_store_the_collectors_text_and_may_be_
         assert rows == [("before", '{"k0":[{"k2":null}]}'), ("after", nested(4)[1])]
     finally:
         store.command("DROP DATABASE before_migration_12 SYNC")
+
+
+def metrics_request(value, kind: str) -> bytes:
+    """An ExportMetricsServiceRequest of one realistic point of `kind` with attribute "v" = `value`
+    (on the point, or on its exemplar: "exemplar")."""
+    req = ExportMetricsServiceRequest()
+    resource_metrics = req.resource_metrics.add()
+    resource_metrics.resource.attributes.add(key="service.name").value.string_value = "nesting-metrics"
+    metric = resource_metrics.scope_metrics.add().metrics.add(name=f"m.{kind}")
+    exemplar = kind == "exemplar"
+    kind = "histogram" if exemplar else kind
+    value_field = {"as_int": 3} if kind in ("gauge", "sum") else {"count": 3}
+    point = getattr(metric, kind).data_points.add(time_unix_nano=1_700_000_000_000_000_000, **value_field)
+    if kind == "histogram":  # packed fields whose numbers other kinds use for messages
+        point.bucket_counts.extend([1, 2]), point.explicit_bounds.extend([0.5]), setattr(point, "sum", 1.5)
+    if kind == "exponential_histogram":
+        point.positive.bucket_counts.extend([1, 2]), point.negative.bucket_counts.extend([3])
+    if kind == "summary":
+        point.quantile_values.add(quantile=0.5, value=1.0)
+    holder = point.exemplars.add(as_int=1).filtered_attributes if exemplar else point.attributes
+    holder.add(key="v", value=any_value(value))
+    return req.SerializeToString()
+
+
+@pytest.mark.parametrize("kind", ["gauge", "sum", "histogram", "exponential_histogram", "summary", "exemplar"])
+@pytest.mark.parametrize("value, beyond", [("x", False), (["x", 1], False), ({"a": "b"}, False),
+                                           ([["x"]], True), ({"a": {"b": "c"}}, True), ({"a": []}, True)])
+def test_only_a_metrics_request_with_a_value_beyond_its_tables_depth_is_rewritten(kind, value, beyond):
+    assert METRICS_ANY_VALUE_DEPTH == 2
+    body = metrics_request(value, kind)
+    assert (otlp.inspect_metrics(body).body != body) is beyond
+
+
+def test_metric_attributes_nested_deeper_than_the_table_decodes_are_stored_whole(store, make_collector):
+    running = make_collector()
+    for kind, levels in [("gauge", 0), ("histogram", 1), ("exponential_histogram", 2), ("summary", 3),
+                         ("exemplar", 4)]:
+        response = httpx.post(f"{running.http_endpoint}/v1/metrics", content=metrics_request(nested(levels)[0], kind),
+                              headers={"content-type": "application/x-protobuf"}, timeout=30)
+        assert (response.status_code, response.content) == (200, b"")
+    running.wait_stored(120)
+
+    def attributes(table: str, column: str = "Attributes"):
+        return store.query(f"SELECT {column} FROM {table} WHERE ServiceName = 'nesting-metrics'").result_rows
+
+    assert attributes("otel_metrics_gauge") == [({"v": nested(0)[1]},)]
+    assert attributes("otel_metrics_exponential_histogram") == [({"v": nested(2)[1]},)]
+    assert attributes("otel_metrics_summary") == [({"v": nested(3)[1]},)]
+    assert sorted(attributes("otel_metrics_histogram", "Attributes, `Exemplars.FilteredAttributes`"), key=repr) == [
+        ({"v": nested(1)[1]}, []), ({}, [{"v": nested(4)[1]}])]

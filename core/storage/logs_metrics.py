@@ -434,9 +434,10 @@ def metrics_staging(schema: Schema) -> list[str]:
     return [table] + [_metrics_view(schema, kind) for kind in METRIC_TABLES]
 
 
-def _exemplar_columns(depth: int) -> str:
+def _exemplar_columns(depth: int, prerendered: bool) -> str:
     attrs = otlp_sql.attributes_map(otlp_sql.attribute_keys("e.filtered_attributes"),
-                                    otlp_sql.attribute_values("e.filtered_attributes", depth), "max_value_length")
+                                    otlp_sql.attribute_values("e.filtered_attributes", depth, prerendered=prerendered),
+                                    "max_value_length")
     return (f"    arrayMap(e -> {attrs}, p.exemplars) AS `Exemplars.FilteredAttributes`,\n"
             f"    arrayMap(e -> {otlp_sql.nanos_to_datetime('e.time_unix_nano')}, p.exemplars) AS `Exemplars.TimeUnix`,\n"
             "    arrayMap(e -> e.as_double + toFloat64(e.as_int), p.exemplars) AS `Exemplars.Value`,\n"
@@ -449,10 +450,11 @@ def staging_views(schema: Schema) -> list[str]:
     return [_logs_staging_view(schema)] + [_metrics_view(schema, kind) for kind in METRIC_TABLES]
 
 
-def prerendering_logs_view(schema: Schema) -> str:
-    """The deep logs staging view storing the text of values nested deeper than it decodes,
-    which the collector renders (schema migration 12)."""
-    return _logs_staging_view(schema, prerendered=True)
+def prerendering_views(schema: Schema) -> list[str]:
+    """The deep logs view and the metrics views, storing the text the collector renders for
+    values nested deeper than they decode (schema migration 12)."""
+    return [_logs_staging_view(schema, prerendered=True)] + [_metrics_view(schema, kind, prerendered=True)
+                                                              for kind in METRIC_TABLES]
 
 
 def ingest_views(schema: Schema) -> list[str]:
@@ -460,26 +462,27 @@ def ingest_views(schema: Schema) -> list[str]:
     return staging_views(schema) + [span_content_table_v3(schema)[-1]]
 
 
-def _metrics_view(schema: Schema, kind: str) -> str:
+def _metrics_view(schema: Schema, kind: str, prerendered: bool = False) -> str:
     """One view per metric kind: resources → scopes → metrics → that kind's data points."""
     depth = METRICS_ANY_VALUE_DEPTH
     resources = otlp_sql.per_resource(schema.name(METRICS_STAGING_TABLE), "resource_metrics", "scope_metrics",
-                                      depth=depth, carry=("schema_url",))
+                                      depth=depth, prerendered=prerendered, carry=("schema_url",))
     texts, scope, point_attributes = otlp_sql.scope_and_record_attributes(
-        "sm.scope.attributes", "p.attributes", "_texts", "max_value_length", depth=depth)
+        "sm.scope.attributes", "p.attributes", "_texts", "max_value_length", depth=depth, prerendered=prerendered)
+    exemplars = _exemplar_columns(depth, prerendered)
     temporality = f"m.{kind}.aggregation_temporality AS AggregationTemporality,\n"
     specific = {
-        "gauge": "    p.as_double + toFloat64(p.as_int) AS Value,\n    p.flags AS Flags,\n" + _exemplar_columns(depth),
-        "sum": ("    p.as_double + toFloat64(p.as_int) AS Value,\n    p.flags AS Flags,\n" + _exemplar_columns(depth)
+        "gauge": "    p.as_double + toFloat64(p.as_int) AS Value,\n    p.flags AS Flags,\n" + exemplars,
+        "sum": ("    p.as_double + toFloat64(p.as_int) AS Value,\n    p.flags AS Flags,\n" + exemplars
                 + f"    {temporality}    m.sum.is_monotonic AS IsMonotonic,\n"),
         "histogram": ("    p.count AS Count,\n    p.sum AS Sum,\n    p.bucket_counts AS BucketCounts,\n"
-                      "    p.explicit_bounds AS ExplicitBounds,\n" + _exemplar_columns(depth)
+                      "    p.explicit_bounds AS ExplicitBounds,\n" + exemplars
                       + f"    p.flags AS Flags,\n    p.min AS Min,\n    p.max AS Max,\n    {temporality}"),
         "exponential_histogram": (
             "    p.count AS Count,\n    p.sum AS Sum,\n    p.scale AS Scale,\n    p.zero_count AS ZeroCount,\n"
             "    p.positive.offset AS PositiveOffset,\n    p.positive.bucket_counts AS PositiveBucketCounts,\n"
             "    p.negative.offset AS NegativeOffset,\n    p.negative.bucket_counts AS NegativeBucketCounts,\n"
-            + _exemplar_columns(depth) + f"    p.flags AS Flags,\n    p.min AS Min,\n    p.max AS Max,\n    {temporality}"),
+            + exemplars + f"    p.flags AS Flags,\n    p.min AS Min,\n    p.max AS Max,\n    {temporality}"),
         "summary": ("    p.count AS Count,\n    p.sum AS Sum,\n"
                     "    arrayMap(q -> q.quantile, p.quantile_values) AS `ValueAtQuantiles.Quantile`,\n"
                     "    arrayMap(q -> q.value, p.quantile_values) AS `ValueAtQuantiles.Value`,\n"

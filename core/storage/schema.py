@@ -483,11 +483,11 @@ class Schema:
             Migration(11, "serialized spans name the attribute their inputs and outputs equal instead of "
                           "repeating its value (rows before it are read as they are)",
                       self.new_queries(self.trace_spans()[-1])),
-            Migration(12, "values nested deeper than the deep staging tables decode are stored as the text the "
-                          "collector renders for them, no longer as null",
+            Migration(12, "values nested deeper than the deep trace and log staging tables (and the metrics "
+                          "one) decode are stored as the text the collector renders for them, no longer as null",
                       self.new_queries(self._staging_view(TRACES_DEEP_STAGING_TABLE, TRACES_DEEP_ANY_VALUE_DEPTH,
                                                           TRACES_DEEP_ARRAY_DEPTH, prerendered=True),
-                                       logs_metrics.prerendering_logs_view(self))),
+                                       *logs_metrics.prerendering_views(self))),
         ]
 
     def rebuild_table(self, table: str, parked: str, outdated: str, create: list[str], copy: list[str],
