@@ -62,3 +62,11 @@ def test_the_embedded_allocator_uses_huge_pages_unless_the_user_says_otherwise(t
     stats = subprocess.run([sys.executable, "-c", ALLOCATOR_PROBE, str(tmp_path / "db")], env=env,
                            capture_output=True, text=True, timeout=120, check=True).stdout
     assert re.findall(r'opt\.thp: "(\w+)"', stats) == [expected_thp]
+
+
+def test_ingest_settings_a_server_lacks_are_left_out(store, monkeypatch):
+    from tracehouse.storage import store as storage
+
+    monkeypatch.setattr(storage, "INGEST_SETTINGS", {**storage.INGEST_SETTINGS, "no_such_setting_in_any_server": 1})
+    monkeypatch.setattr(store, "_ingest_settings", None)  # as if just started
+    assert store.ingest_settings() == {"query_plan_merge_expressions": 0, "optimize_and_compare_chain": 0}

@@ -77,8 +77,10 @@ READ_SETTINGS = {"do_not_merge_across_partitions_select_final": 1}
 
 # For the inserts that run the ingest views. ClickHouse plans the views anew for every insert,
 # and merging their many expression steps into one was a third of that planning (0.3 s of CPU
-# an insert) while saving nothing measurable per row.
-INGEST_SETTINGS = {"query_plan_merge_expressions": 0}
+# an insert) while saving nothing measurable per row. The analyzer's pass that adds implied
+# comparisons to AND chains helps no ingest view and cost ~10 ms of each insert's ~0.12 s
+# fixed cost (2026-11-27). A server that lacks one of them goes without it (Store.ingest_settings).
+INGEST_SETTINGS = {"query_plan_merge_expressions": 0, "optimize_and_compare_chain": 0}
 
 # The embedded engine's allocator (jemalloc, configured through this variable when the engine
 # loads): back its memory with transparent huge pages where the kernel allows it (`madvise` mode,
@@ -120,6 +122,7 @@ class Store:
                                            retention_days=retention_days))
         self._proto_paths: dict[str, Path] = {}  # embedded: .proto text → the file written for it
         self._proto_lock = threading.Lock()
+        self._ingest_settings: dict | None = None  # ingest_settings(), asked of the server once
         # A connection per concurrent caller: a connection runs one statement at a time (chDB
         # locks its handle), so with one, a slow search would hold up every trace read, health
         # check and insert behind it.
@@ -214,6 +217,16 @@ class Store:
 
     # -- ingest -----------------------------------------------------------------------------
 
+    def ingest_settings(self) -> dict:
+        """INGEST_SETTINGS that this ClickHouse knows: an older server refuses a query with a
+        setting it lacks, and these only save time."""
+        if self._ingest_settings is None:
+            rows = self.query("SELECT name FROM system.settings WHERE name IN {names:Array(String)}",
+                              parameters={"names": list(INGEST_SETTINGS)}).result_rows
+            known = {name for (name,) in rows}
+            self._ingest_settings = {name: value for name, value in INGEST_SETTINGS.items() if name in known}
+        return self._ingest_settings
+
     def _format_schema(self, target: ProtobufTarget) -> dict:
         """How ClickHouse gets the .proto: the text itself for a server; a file for the embedded
         engine, which given the text would write it into a __cache__ folder of the working
@@ -253,7 +266,7 @@ class Store:
         """Insert length-delimited protobuf messages (a WAL segment) in one idempotent insert."""
         settings = {
             **self._format_schema(target),
-            **INGEST_SETTINGS,
+            **self.ingest_settings(),
             **dict(target.settings),
             "input_format_protobuf_oneof_presence": 1,
             "insert_deduplicate": 1,
