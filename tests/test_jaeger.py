@@ -42,8 +42,15 @@ class Dataset:
 
 def send_dataset(server) -> Dataset:
     uid = uuid.uuid4().hex[:8]
+    # Searches scope themselves to a dataset by its time window (window() in test_tempo.py), so
+    # no two datasets in one store may share a window: each starts 10 s before those stored.
+    [[earliest]] = server.store.query("SELECT toUnixTimestamp(min(Timestamp)) FROM otel_traces "
+                                      "WHERE startsWith(ServiceName, 'front-')").result_rows
+    t0 = time.time_ns() // 10**9 - 600
+    if earliest:
+        t0 = min(t0, earliest - 10)
     data = Dataset(project_a=f"jta_{uid}", project_b=f"jtb_{uid}", front=f"front-{uid}", back=f"back-{uid}",
-                   secret=f"secret-{uid}", t0=(time.time_ns() // 10**9 - 600) * 10**9)
+                   secret=f"secret-{uid}", t0=t0 * 10**9)
     providers = {}
     for service, project in ((data.front, data.project_a), (data.back, data.project_a), (data.secret, data.project_b)):
         resource = Resource.create({"service.name": service, "tracehouse.project": project, "deployment.environment": "test"})
