@@ -57,8 +57,8 @@ def _render(v: str, level: int, *, quoted: bool, depth: int = ANY_VALUE_DEPTH, a
     and maps recurse into their (usually empty) element arrays, so a request pays only for the
     nesting it has, and nothing filters or copies whole tuples. `quoted` gives JSON (strings in
     quotes, unset values null), else the attribute-map text (strings as-is, unset values '').
-    An array or map that arrives as raw bytes is null, or with `prerendered` (the deep staging
-    tables) the text the collector rendered for it.
+    An array or map that arrives as raw bytes is null, or with `prerendered` (the deep trace and
+    log staging tables, the metrics one) the text the collector rendered for it.
     """
     array_depth = depth if array_depth is None else array_depth
     p = f"_{level}"
