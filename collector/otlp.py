@@ -41,6 +41,11 @@ WAL_CHECKSUM_FIELD = 15
 RESERVED_FIELDS = {MAX_VALUE_LENGTH_FIELD, PROJECT_FIELD, DEEP_VALUES_FIELD, WAL_CHECKSUM_FIELD}
 
 
+# How deep protobuf's parser (upb) lets messages nest: a request, its resource, scope, span,
+# attribute and value take 6 levels, and each level of a nested value 3 more.
+MAX_MESSAGE_DEPTH = 100
+
+
 class BadRequest(ValueError):
     """The request cannot be decoded; the message says what is wrong, for the client."""
 
@@ -133,6 +138,9 @@ def _parse(request_class, lenient_class, body: bytes):
         try:
             request.ParseFromString(body)
         except DecodeError as exc:
+            if "MaxDepth" in str(exc):
+                raise BadRequest(f"the body is not a valid OTLP {name} protobuf: it nests messages more than "
+                                 f"{MAX_MESSAGE_DEPTH} deep (an attribute value nested more than about 30 levels); nest it less") from None
             raise BadRequest(f"the body is not a valid OTLP {name} protobuf ({exc})") from None
         _repair_utf8(request)
         body = request.SerializeToString()

@@ -22,6 +22,7 @@ import httpx
 import pytest
 from google.rpc import status_pb2
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue, KeyValueList
 
 from tracehouse.tests.conftest import RunningCollector, collector_settings, spans_of
 
@@ -163,7 +164,22 @@ def malformed_protobuf(good: bytes) -> list[tuple[str, bytes, str]]:
         ("field 14 (the collector's routing flag)", good + b"\x70\x00", RESERVED.format([14])),
         ("field 15", good + b"\x79" + bytes(8), RESERVED.format([15])),
         ("fields 12, 13, 15", field(13, b"x") + good + b"\x79" + bytes(8) + b"\x60\x01", RESERVED.format([12, 13, 15])),
+        ("an attribute value nested 32 levels deep", good + _span_with_value_nested(32),
+         "the body is not a valid OTLP ExportTraceServiceRequest protobuf: it nests messages more than 100 deep "
+         "(an attribute value nested more than about 30 levels); nest it less"),
     ]
+
+
+def _span_with_value_nested(levels: int) -> bytes:
+    """An ExportTraceServiceRequest (to append to another) of one span whose attribute nests `levels` maps deep."""
+    value = AnyValue(string_value="bottom")
+    for level in range(levels):
+        value = AnyValue(kvlist_value=KeyValueList(values=[KeyValue(key=f"k{level}", value=value)]))
+    request = ExportTraceServiceRequest()
+    request.resource_spans.add().scope_spans.add().spans.add(
+        trace_id=secrets.token_bytes(16), span_id=secrets.token_bytes(8), name="deep").attributes.add(
+        key="deep", value=value)
+    return request.SerializeToString()
 
 
 def test_malformed_protobuf_is_400_or_invalid_argument_and_good_data_still_flows(collector, store):

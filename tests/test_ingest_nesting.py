@@ -367,3 +367,21 @@ def test_metric_attributes_nested_deeper_than_the_table_decodes_are_stored_whole
     assert attributes("otel_metrics_summary") == [({"v": nested(3)[1]},)]
     assert sorted(attributes("otel_metrics_histogram", "Attributes, `Exemplars.FilteredAttributes`"), key=repr) == [
         ({"v": nested(1)[1]}, []), ({}, [{"v": nested(4)[1]}])]
+
+
+def test_the_deepest_value_a_request_may_hold_and_invalid_utf8_beyond_the_tables_are_stored(store, make_collector):
+    """31 levels of maps (one more and protobuf's parser refuses the request: test_ingest_garbage.py),
+    and a value beyond the deep table with bytes that are not UTF-8, each invalid byte stored as
+    U+FFFD as everywhere else."""
+    running = make_collector()
+    deepest, deepest_text = AnyValue(string_value="bottom"), '"bottom"'
+    for level in reversed(range(31)):
+        deepest = AnyValue(kvlist_value=KeyValueList(values=[KeyValue(key=f"k{level}", value=deepest)]))
+        deepest_text = f'{{"k{level}":{deepest_text}}}'
+    bad = any_value({"a": {"b": {"c": {"d": {"key-@@": ["value-@@"]}}}}})
+    trace_id, body = request({"deepest": deepest, "bad": bad})
+    send(running, body.replace(b"@@", b"\xff\xfe"))
+    running.wait_stored(120)
+    [row] = spans_of(store, [trace_id], "SpanAttributes")
+    assert row["SpanAttributes"] == {
+        "deepest": deepest_text, "bad": '{"a":{"b":{"c":{"d":{"key-\ufffd\ufffd":["value-\ufffd\ufffd"]}}}}}'}
