@@ -140,7 +140,8 @@ def _parse(request_class, lenient_class, body: bytes):
         except DecodeError as exc:
             if "MaxDepth" in str(exc):
                 raise BadRequest(f"the body is not a valid OTLP {name} protobuf: it nests messages more than "
-                                 f"{MAX_MESSAGE_DEPTH} deep (an attribute value nested more than about 30 levels); nest it less") from None
+                                 f"{MAX_MESSAGE_DEPTH} deep (an attribute value nested more than about 30 "
+                                 "levels); nest it less") from None
             raise BadRequest(f"the body is not a valid OTLP {name} protobuf ({exc})") from None
         _repair_utf8(request)
         body = request.SerializeToString()

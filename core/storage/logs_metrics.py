@@ -132,7 +132,7 @@ def logs_table(schema: Schema) -> list[str]:
 
 
 def logs_staging(schema: Schema, table: str = LOGS_STAGING_TABLE, depth: int = LOGS_ANY_VALUE_DEPTH,
-                 array_depth: int = LOGS_ARRAY_DEPTH, prerendered: bool = False) -> list[str]:
+                 array_depth: int = LOGS_ARRAY_DEPTH) -> list[str]:
     """A staging table for OTLP logs requests whose AnyValues are unrolled to `depth` levels
     (arrays to `array_depth`), and its view into otel_logs."""
     kvs = otlp_sql.key_values_type(depth, array_depth)
@@ -145,7 +145,7 @@ def logs_staging(schema: Schema, table: str = LOGS_STAGING_TABLE, depth: int = L
     create = (f"CREATE TABLE IF NOT EXISTS {schema.name(table)}{schema.on_cluster}\n(\n"
               f"    resource_logs {resource_logs},\n    max_value_length UInt32,\n    project String\n)\n"
               "ENGINE = Null")
-    return [create, _logs_staging_view(schema, table, depth, array_depth, prerendered)]
+    return [create, _logs_staging_view(schema, table, depth, array_depth)]
 
 
 def _logs_staging_view(schema: Schema, table: str = LOGS_STAGING_TABLE, depth: int = LOGS_ANY_VALUE_DEPTH,

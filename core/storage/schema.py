@@ -30,7 +30,8 @@ TRACE_SUMMARY_TABLE = trace_summary.TABLE
 # Where the collector inserts OTLP trace requests (ENGINE = Null; their views fill otel_traces).
 # A request whose attribute values all nest at most TRACES_ANY_VALUE_DEPTH levels goes to the
 # first, any other to the second (collector/nesting.py decides): ClickHouse analyses the ingest view
-# on every insert, and that analysis about doubles with each level the view unrolls.
+# on every insert, and that analysis about doubles with each level the view unrolls. A value nested
+# deeper than the second decodes arrives as the text the collector rendered for it (migration 12).
 TRACES_STAGING_TABLE = "tracehouse_ingest_traces_shallow"
 TRACES_DEEP_STAGING_TABLE = "tracehouse_ingest_traces_deep"
 TRACES_ANY_VALUE_DEPTH = 2
@@ -296,7 +297,7 @@ class Schema:
                            sharding_key="cityHash64(TraceId)") + [view]
 
     def traces_staging(self, table: str = LEGACY_TRACES_STAGING_TABLE, depth: int = otlp_sql.ANY_VALUE_DEPTH,
-                       array_depth: int | None = None, prerendered: bool = False) -> list[str]:
+                       array_depth: int | None = None) -> list[str]:
         """A staging table for OTLP trace requests whose AnyValues are unrolled to `depth` levels
         (arrays to `array_depth`), and its view into otel_traces. The defaults give the single
         table of schema versions 1-9 (migrations 1 and 4 create and rewrite it)."""
@@ -314,7 +315,7 @@ class Schema:
         create = (f"CREATE TABLE IF NOT EXISTS {self.name(table)}{self.on_cluster}\n(\n"
                   f"    resource_spans {resource_spans},\n    max_value_length UInt32,\n    project String\n)\n"
                   "ENGINE = Null")
-        return [create, self._staging_view(table, depth, array_depth, prerendered)]
+        return [create, self._staging_view(table, depth, array_depth)]
 
     def _staging_view(self, table: str = LEGACY_TRACES_STAGING_TABLE, depth: int = otlp_sql.ANY_VALUE_DEPTH,
                       array_depth: int | None = None, prerendered: bool = False) -> str:
