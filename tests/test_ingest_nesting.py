@@ -331,9 +331,12 @@ def metrics_request(value, kind: str) -> bytes:
     value_field = {"as_int": 3} if kind in ("gauge", "sum") else {"count": 3}
     point = getattr(metric, kind).data_points.add(time_unix_nano=1_700_000_000_000_000_000, **value_field)
     if kind == "histogram":  # packed fields whose numbers other kinds use for messages
-        point.bucket_counts.extend([1, 2]), point.explicit_bounds.extend([0.5]), setattr(point, "sum", 1.5)
+        point.bucket_counts.extend([1, 2])
+        point.explicit_bounds.extend([0.5])
+        point.sum = 1.5
     if kind == "exponential_histogram":
-        point.positive.bucket_counts.extend([1, 2]), point.negative.bucket_counts.extend([3])
+        point.positive.bucket_counts.extend([1, 2])
+        point.negative.bucket_counts.extend([3])
     if kind == "summary":
         point.quantile_values.add(quantile=0.5, value=1.0)
     holder = point.exemplars.add(as_int=1).filtered_attributes if exemplar else point.attributes
