@@ -36,7 +36,8 @@ from __future__ import annotations
 # the raw bytes they get at that level (storage/otlp_sql.py). A field number OTLP's ArrayValue
 # and KeyValueList will not use, with a two-byte tag.
 PRERENDERED_FIELD = 2047
-PRERENDERED_TAG = bytes([(PRERENDERED_FIELD << 3 | 2) & 0x7F | 0x80, (PRERENDERED_FIELD << 3 | 2) >> 7])
+_KEY = PRERENDERED_FIELD << 3 | 2  # wire type 2: length-delimited
+PRERENDERED_TAG = bytes([_KEY & 0x7F | 0x80, _KEY >> 7])  # the key as a two-byte varint
 
 # The messages of each signal, as far as the staging tables read them; KeyValue and AnyValue
 # come from any_value_messages.

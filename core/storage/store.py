@@ -78,7 +78,7 @@ READ_SETTINGS = {"do_not_merge_across_partitions_select_final": 1}
 # For the inserts that run the ingest views. ClickHouse plans the views anew for every insert,
 # and merging their many expression steps into one was a third of that planning (0.3 s of CPU
 # an insert) while saving nothing measurable per row. The analyzer's pass that adds implied
-# comparisons to AND chains helps no ingest view and cost ~10 ms of each insert's ~0.12 s
+# comparisons to AND chains helps no ingest view and cost ~10 ms of each insert's ~0.13 s
 # fixed cost (2026-11-27). A server that lacks one of them goes without it (Store.ingest_settings).
 INGEST_SETTINGS = {"query_plan_merge_expressions": 0, "optimize_and_compare_chain": 0}
 
