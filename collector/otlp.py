@@ -41,9 +41,12 @@ WAL_CHECKSUM_FIELD = 15
 RESERVED_FIELDS = {MAX_VALUE_LENGTH_FIELD, PROJECT_FIELD, DEEP_VALUES_FIELD, WAL_CHECKSUM_FIELD}
 
 
-# How deep protobuf's parser (upb) lets messages nest: a request, its resource, scope, span,
-# attribute and value take 6 levels, and each level of a nested value 3 more.
+# How deep protobuf's parsers (upb, and json_format for OTLP/JSON) let messages nest: a request,
+# its resource, scope, span, attribute and value take 6 levels, and each level of a nested value
+# 3 more.
 MAX_MESSAGE_DEPTH = 100
+TOO_DEEP = (f"it nests messages more than {MAX_MESSAGE_DEPTH} deep (an attribute value nested more than about 30 "
+            "levels); nest it less")
 
 
 class BadRequest(ValueError):
@@ -139,9 +142,7 @@ def _parse(request_class, lenient_class, body: bytes):
             request.ParseFromString(body)
         except DecodeError as exc:
             if "MaxDepth" in str(exc):
-                raise BadRequest(f"the body is not a valid OTLP {name} protobuf: it nests messages more than "
-                                 f"{MAX_MESSAGE_DEPTH} deep (an attribute value nested more than about 30 "
-                                 "levels); nest it less") from None
+                raise BadRequest(f"the body is not a valid OTLP {name} protobuf: {TOO_DEEP}") from None
             raise BadRequest(f"the body is not a valid OTLP {name} protobuf ({exc})") from None
         _repair_utf8(request)
         body = request.SerializeToString()
@@ -313,7 +314,8 @@ def _json_to_protobuf(document: dict, request) -> bytes:
     try:
         json_format.ParseDict(document, request, ignore_unknown_fields=True)
     except (json_format.ParseError, ValueError) as exc:
-        raise BadRequest(f"OTLP/JSON does not match {request.DESCRIPTOR.name}: {exc}") from None
+        reason = TOO_DEEP if "Message too deep" in str(exc) else exc
+        raise BadRequest(f"OTLP/JSON does not match {request.DESCRIPTOR.name}: {reason}") from None
     return request.SerializeToString()
 
 

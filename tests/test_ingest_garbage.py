@@ -220,7 +220,8 @@ def test_malformed_json_is_400_with_a_message_and_good_data_still_flows(collecto
         ("attribute value nested 200 deep",
          json.dumps({"resourceSpans": [{"scopeSpans": [{"spans": [{**span, "attributes": [
              {"key": "deep", "value": _nested_array(200)}]}]}]}]}).encode(),
-         "OTLP/JSON does not match ExportTraceServiceRequest: "),
+         "OTLP/JSON does not match ExportTraceServiceRequest: it nests messages more than 100 deep "
+         "(an attribute value nested more than about 30 levels); nest it less"),
     ]
     traffic = GoodTraffic(collector)
     for label, body, message in cases:
