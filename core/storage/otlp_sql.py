@@ -71,7 +71,6 @@ def _render(v: str, level: int, *, quoted: bool, depth: int = ANY_VALUE_DEPTH, a
                 f"{p}t = 'bytes_value', {bytes_}"]
     params = [f"{p}{x}" for x in "tsidby"]
     args = [f"{v}.{f}" for f in ("value", "string_value", "int_value", "double_value", "bool_value", "bytes_value")]
-    raw = ["array_value", "kvlist_value"]  # the composites that arrive as raw bytes at this level
     if level < depth:
         # Array elements and map members go through one arrayMap over their concatenation (one
         # of the two is empty), members prefixed with their key, so each level holds one copy
@@ -85,17 +84,16 @@ def _render(v: str, level: int, *, quoted: bool, depth: int = ANY_VALUE_DEPTH, a
             composite = f"{p}t IN ('array_value', 'kvlist_value')"
             params += [f"{p}a", f"{p}m"]
             args += [f"{v}.array_value", f"{v}.kvlist_value"]
-            raw = []
         else:  # only maps go deeper here; an array at this level arrives as raw bytes
             elements, prefixes, composite = f"{p}m.values.value", keys, f"{p}t = 'kvlist_value'"
             params.append(f"{p}m")
             args.append(f"{v}.kvlist_value")
-            raw = ["array_value"]
         body = (f"arrayStringConcat(arrayMap((_p, _r) -> concat(_p, _r), {prefixes}, "
                 f"{_render(elements, level + 1, **inner)}), ',')")
         branches.append(f"{composite}, "
                         f"concat(if({p}t = 'array_value', '[', '{{'), {body}, if({p}t = 'array_value', ']', '}}'))")
-    if prerendered:
+    if prerendered:  # the composites that arrive as raw bytes at this level
+        raw = [kind for kind, last in (("array_value", array_depth), ("kvlist_value", depth)) if level >= last]
         for kind in raw:
             param = f"{p}{kind[0]}r"  # _5ar, _5kr
             params.append(param)
