@@ -264,6 +264,11 @@ class WriteAheadLog:
     async def append_async(self, payload: bytes) -> None:
         await asyncio.wrap_future(self.append(payload))
 
+    def has_room(self, size: int) -> bool:
+        """Whether a record of about `size` bytes would be taken now (append raises WalFull if not)."""
+        with self._lock:
+            return self._pending_bytes + size <= self.max_bytes
+
     def flush(self) -> None:
         """Seal the active segment now, including everything appended before this call."""
         done: concurrent.futures.Future = concurrent.futures.Future()

@@ -31,6 +31,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExportResult
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
+from tracehouse.collector import ingest as ingest_module
 from tracehouse.collector.writer import ATTEMPTS_BEFORE_SPLIT
 from tracehouse.storage.store import TRACES, StorageError
 from tracehouse.tests.conftest import ServerProcess, free_port, query_data_dir, wait_for
@@ -347,6 +348,21 @@ class TransientErrors(logging.Handler):
             self.seen += 1
 
 
+def fill_wal(running) -> tuple[list, httpx.Response]:
+    """Send traces to a collector whose 64 KiB WAL cannot drain until one is refused: the
+    acknowledged traces, and the refusal (after the collector's wait for room)."""
+    acked = []
+    for _ in range(20):  # about 20 KB a request: the 64 KiB cap is reached after three
+        traces = [new_trace(attribute_bytes=4000)]
+        response = send_http(running, traces)
+        if response.status_code != 200:
+            break
+        acked += traces
+    assert response.status_code == 429, response.text
+    assert len(acked) >= 2
+    return acked, response
+
+
 @pytest.mark.parametrize("kind", ["grpc", "http"])
 def test_a_full_wal_answers_retry_later_and_the_sdk_retries_until_stored_once(store, make_collector, flaky_store, kind):
     flaky = flaky_store()
@@ -356,17 +372,9 @@ def test_a_full_wal_answers_retry_later_and_the_sdk_retries_until_stored_once(st
     for writer in running.collector.writers:
         writer.max_backoff = 0.5
 
-    acked = []
-    for _ in range(20):  # about 20 KB a request: the 64 KiB cap is reached after three
-        traces = [new_trace(attribute_bytes=4000)]
-        response = send_http(running, traces)
-        if response.status_code != 200:
-            break
-        acked += traces
-    assert response.status_code == 429, response.text
+    acked, response = fill_wal(running)
     assert int(response.headers["retry-after"]) >= 1
     assert status_pb2.Status.FromString(response.content).code == grpc.StatusCode.RESOURCE_EXHAUSTED.value[0]
-    assert len(acked) >= 2
 
     with pytest.raises(grpc.RpcError) as refused:
         send_grpc(running, [new_trace(attribute_bytes=4000)])
@@ -404,6 +412,56 @@ def test_a_full_wal_answers_retry_later_and_the_sdk_retries_until_stored_once(st
 # Fewer, larger segments than ServerProcess's default: each insert has a fixed cost of about a
 # second in chDB, and every drain must finish within the test's budget.
 FEWER_SEGMENTS = ("--batch-max-delay", "0.3")
+
+
+@pytest.mark.parametrize("kind", ["grpc", "http"])
+def test_a_request_that_finds_the_wal_full_waits_for_room_and_is_stored_once(store, make_collector, flaky_store, kind):
+    flaky = flaky_store()
+    flaky.down.set()
+    running = make_collector(store_override=flaky, wal_max_size="64KiB")
+    for writer in running.collector.writers:
+        writer.max_backoff = 0.2
+    acked, _ = fill_wal(running)
+    running.collector.ingest.wait_for_room_s = 60
+
+    late = [new_trace(attribute_bytes=4000)]
+    outcome = []
+    send = (lambda: send_grpc(running, late)) if kind == "grpc" else (lambda: send_http(running, late).status_code)
+    sender = threading.Thread(target=lambda: outcome.append(send()))
+    sender.start()
+    sender.join(1.5)
+    assert sender.is_alive() and outcome == [], "the request was answered while the WAL was still full"
+    flaky.down.clear()  # the writer stores a segment, which makes room
+    sender.join(60)
+    assert outcome == [None if kind == "grpc" else 200]
+    running.wait_stored(60)
+    assert_each_stored_once(store, acked + late)
+
+
+def test_requests_beyond_the_waiting_limit_are_refused_at_once_before_they_are_parsed(store, make_collector,
+                                                                                     flaky_store, monkeypatch):
+    flaky = flaky_store()
+    flaky.down.set()
+    running = make_collector(store_override=flaky, wal_max_size="64KiB")
+    acked, _ = fill_wal(running)
+    running.collector.ingest.wait_for_room_s = 60
+    monkeypatch.setattr(ingest_module, "WAITING_MAX_BYTES", 1000)  # less than any request below
+    # Each request is larger than the room fill_wal left (less than one of its 20 KB requests).
+    for body, content_type in [(export_request([new_trace(attribute_bytes=4000)]), "application/x-protobuf"),
+                               (b"\xff" * 40_000, "application/x-protobuf"),  # refused, not parsed
+                               (b"{not json" * 5_000, "application/json")]:
+        started = time.monotonic()
+        response = httpx.post(f"{running.http_endpoint}/v1/traces", content=body,
+                              headers={"content-type": content_type}, timeout=30)
+        assert (response.status_code, time.monotonic() - started < 5) == (429, True), response.text
+    with pytest.raises(grpc.RpcError) as refused:
+        send_grpc(running, [new_trace(attribute_bytes=4000)])
+    assert refused.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert running.collector.ingest._waiting_bytes == 0
+
+    flaky.down.clear()
+    running.wait_stored(60)
+    assert_each_stored_once(store, acked)
 
 
 def wal_segments(data_dir: Path) -> list[Path]:

@@ -254,6 +254,7 @@ def test_wal_full_at_the_cap_and_room_again_after_remove(make_wal):
     for _ in range(3):
         wal.append(payload).result()
     assert wal.pending_bytes == 303
+    assert (wal.has_room(0), wal.has_room(1)) == (True, False)
 
     with pytest.raises(WalFull) as excinfo:
         wal.append(payload)
@@ -267,6 +268,7 @@ def test_wal_full_at_the_cap_and_room_again_after_remove(make_wal):
     assert wal.pending_bytes == 303  # taken is not yet removed
     wal.remove(segment)
     assert wal.pending_bytes == 0
+    assert (wal.has_room(303), wal.has_room(304)) == (True, False)
     assert not segment.path.exists()
     wal.append(payload).result()
     assert wal.pending_bytes == 101

@@ -102,9 +102,7 @@ def _export_endpoint(ingest: Ingest, signal: Signal, max_size: int, max_decompre
         try:
             project = ingest.project_for(key_from_headers(request.headers), request.headers.get(PROJECT_HEADER))
             body = await read_body(request, max_size, max_decompressed)
-            if not protobuf:
-                body = signal.from_json(body)
-            response = await ingest.export(signal, body, project=project)
+            response = await ingest.export(signal, body, project=project, json=not protobuf)
         except ClientDisconnect:
             return Response(status_code=400)
         except BodyError as exc:
