@@ -71,39 +71,13 @@ async def run(settings: Settings, *, collector: bool = True, query: bool = True)
             finally:
                 started.append(part)
         log.info("tracehouse is running; stop it with Ctrl-C")
-        releasing = asyncio.create_task(_release_memory(store)) if store.embedded else None
         await stopping.wait()
-        if releasing:
-            releasing.cancel()
         log.info("stopping%s", ": flushing the write-ahead log into storage" if collector else "")
     finally:
         for part in reversed(started):
             await part.stop()
         store.close()
         log.info("stopped")
-
-
-# Embedded storage: purge the allocator's freed pages (Store.release_memory) whenever the process
-# holds more than RELEASE_ABOVE_MB, checked every RELEASE_EVERY_S. Ingest is what grows it: each
-# insert and merge took fresh pages, and bench/ingest.py's server peaked at 1,676-1,767 MB (four
-# runs); with the purge, 1,387-1,575 MB (eight runs), at the same throughput within this
-# machine's noise. Below the threshold nothing is purged, since a purge just before a query
-# costs that query the page faults (2-8 ms, ~10%, on the 10M-span searches of bench/query.py);
-# an idle server holds ~460 MB.
-RELEASE_EVERY_S = 0.5
-RELEASE_ABOVE_MB = 768
-
-
-async def _release_memory(store: Store) -> None:
-    while True:
-        await asyncio.sleep(RELEASE_EVERY_S)
-        resident = memory_mb()
-        if resident is not None and resident <= RELEASE_ABOVE_MB:  # (unknown: purge anyway)
-            continue
-        try:
-            await asyncio.to_thread(store.release_memory)
-        except Exception as exc:  # a storage error here costs memory, never data
-            log.debug("could not release memory: %s", exc)
 
 
 def memory_mb(field: str = "VmRSS", pid: int | str = "self") -> float | None:

@@ -83,15 +83,21 @@ READ_SETTINGS = {"do_not_merge_across_partitions_select_final": 1}
 INGEST_SETTINGS = {"query_plan_merge_expressions": 0, "optimize_and_compare_chain": 0}
 
 # The embedded engine's allocator (jemalloc, configured through this variable when the engine
-# loads): back its memory with transparent huge pages where the kernel allows it (`madvise` mode,
-# the usual default). Ingest allocates and frees hundreds of MB a second, and server.py gives
-# freed pages back to the OS to keep RSS down, so each insert faulted its memory in again 4 KiB
-# at a time: 12.3M page faults and 25 % of the server's CPU in the kernel over bench/ingest.py.
-# With huge pages: ~4M faults, 20 % in the kernel, and 6-8 % more spans/s at the same peak RSS
-# (runs side by side on 2026-11-27; the README has the figures). A value the user set wins; it
-# has no effect once chDB is loaded.
+# loads). Ingest allocates and frees hundreds of MB a second: each insert and merge takes ~300 MB
+# and gives it back. Built in, chDB keeps freed pages for 5 s, which let bench/ingest.py's server
+# peak at 1.7-1.8 GB; purging them every 0.5 s instead (until 2026-11-27) made every insert fault
+# its memory in again: 12.3M page faults, 25 % of the server's CPU in the kernel. Now:
+# - `thp:always`: memory in transparent huge pages where the kernel allows it (`madvise` mode,
+#   the usual default): ~4M faults, 20 % in the kernel, 6-8 % more spans/s at the same peak RSS;
+# - `dirty_decay_ms:1000`: freed pages go back to the OS once unused for about a second, which
+#   keeps what the next insert reuses (one starts every fraction of a second under load) and
+#   returns the rest; `background_thread:true` does that when the process is idle too. Against
+#   the 0.5 s purge, five 60 s runs each on 2026-11-27: 1.6-1.7M faults instead of 3.6-3.8M,
+#   14-19 % of the CPU in the kernel instead of 21-23 %, 27,000-30,800 spans/s instead of
+#   25,800-27,700, at 1,411-1,483 MB peak RSS instead of 1,382-1,431.
+# A value the user set wins; it has no effect once chDB is loaded.
 EMBEDDED_ALLOCATOR_ENV = "JE_MALLOC_CONF"
-EMBEDDED_ALLOCATOR_CONF = "thp:always"
+EMBEDDED_ALLOCATOR_CONF = "thp:always,dirty_decay_ms:1000,background_thread:true"
 
 
 def database_of(dsn: str) -> str:
@@ -202,9 +208,9 @@ class Store:
     def release_memory(self) -> None:
         """Give the memory the embedded engine has freed back to the OS.
 
-        ClickHouse's allocator (jemalloc) keeps freed pages for reuse, which spares the next
-        query the page faults but leaves the process's RSS at its high-water mark (server.py
-        decides when to purge). A ClickHouse server manages its own memory: nothing to do.
+        ClickHouse's allocator (jemalloc) keeps freed pages for reuse, about a second here
+        (EMBEDDED_ALLOCATOR_CONF); bench/insert.py purges them to measure an insert's own peak.
+        A ClickHouse server manages its own memory: nothing to do.
         """
         if self.embedded:
             self.command("SYSTEM JEMALLOC PURGE")
