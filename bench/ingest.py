@@ -474,7 +474,7 @@ def main() -> None:
                     raise SystemExit(f"server died:\n{log_path.read_text()[-3000:]}")
                 time.sleep(0.05)
             stored_at = time.time()
-            from tracehouse.server import memory_mb
+            from tracehouse.memory import memory_mb
             rss = memory_mb("VmHWM", proc.pid) or float("nan")
             cpu_by_kind = server_cpu.stop()
             proc.send_signal(signal.SIGTERM)

@@ -58,7 +58,7 @@ def timed_insert(store, target, data: bytes, token: str) -> float:
 def insert_peak_mb(store, target, data: bytes, token: str) -> float:
     """How far one insert raises this process's resident memory at its peak (MB; NaN where
     /proc cannot reset the peak)."""
-    from tracehouse.server import memory_mb
+    from tracehouse.memory import memory_mb
 
     store.release_memory()
     try:

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import threading
 import time
 
 from tracehouse.config import Settings
@@ -17,7 +16,7 @@ from .ingest import SIGNALS, Ingest
 from .receivers.grpc import start_grpc_server
 from .receivers.http import otlp_http_app
 from .wal import WriteAheadLog
-from .writer import SegmentWriter
+from .writer import InsertSlots, SegmentWriter
 
 log = logging.getLogger(__name__)
 
@@ -35,7 +34,9 @@ class Collector:
     def open_wal(self) -> None:
         """Recover the WAL and start moving it into storage (before any listener opens)."""
         s = self.settings
-        insert_slots = threading.BoundedSemaphore(s.insert_threads)
+        # Embedded storage inserts in this process, so its memory paces them (InsertSlots).
+        parallel_below = s.parallel_inserts_below / 2**20 if s.parallel_inserts_below and self.store.embedded else None
+        insert_slots = InsertSlots(s.insert_threads, parallel_below)
         for signal in SIGNALS:
             wal = WriteAheadLog(s.wal_dir / signal.name, segment_max_bytes=s.batch_max_size,
                                 segment_max_age=s.batch_max_delay, max_bytes=s.wal_max_size)

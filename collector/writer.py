@@ -8,7 +8,9 @@ retry give up); ingest keeps acknowledging until the WAL cap, then answers "retr
 
 Several writers take segments from one log (`--insert-threads`): an insert runs the ingest
 views on one core, so inserts side by side are what lets ClickHouse use more than one. Their
-order does not matter, since every segment is its own idempotent insert.
+order does not matter, since every segment is its own idempotent insert. `InsertSlots` keeps
+the inserts of all writers to that number and, with embedded storage, starts one beside another
+only while the process has memory to spare.
 
 Where a signal has more than one staging table (traces and logs: collector/nesting.py), `route`
 names each record's; a segment with records for several is inserted as one insert per table,
@@ -33,6 +35,7 @@ import threading
 from collections.abc import Callable
 from pathlib import Path
 
+from tracehouse.memory import memory_mb
 from tracehouse.storage.store import ProtobufTarget, Store
 
 from .wal import Segment, WriteAheadLog, split_records
@@ -47,7 +50,7 @@ class SegmentWriter:
                  *, repair: Callable[[bytes], bytes] | None = None,
                  route: Callable[[bytes], ProtobufTarget] | None = None,
                  legacy_target: ProtobufTarget | None = None, min_backoff: float = 0.2,
-                 max_backoff: float = 5.0, insert_slots: threading.Semaphore | None = None):
+                 max_backoff: float = 5.0, insert_slots: InsertSlots | None = None):
         self.wal = wal
         self.store = store
         self.target = target
@@ -58,7 +61,7 @@ class SegmentWriter:
         self.min_backoff = min_backoff
         self.max_backoff = max_backoff
         # Held while inserting: several writers (of one log or of several) may share it.
-        self.insert_slots = insert_slots or threading.Semaphore(1)
+        self.insert_slots = insert_slots or InsertSlots(1)
         self.inserted_segments = 0
         self.failed_attempts = 0
         self.quarantined_records = 0
@@ -154,6 +157,48 @@ class SegmentWriter:
                 self.quarantined_records += 1
                 log.error("record %d of segment %s refused by ClickHouse, kept in %s: %s",
                           index, token, path, _first_line(refusal))
+
+
+class InsertSlots:
+    """At most `count` inserts at once, and past the first only while the process holds less
+    than `parallel_below_mb` (None: no such limit).
+
+    With embedded storage the inserts run in this process, and each takes ~300 MB at its peak
+    (`bench/insert.py`): two that peak together, beside a merge, took bench/ingest.py's server
+    past 1.5 GB. One insert always runs, so ingest never stalls; the second waits for memory
+    (checked every MEMORY_POLL_S). Entered with `with`, like the semaphore it replaces.
+    """
+
+    MEMORY_POLL_S = 0.05  # reading /proc costs ~17 µs; every waiting writer reads it
+
+    def __init__(self, count: int, parallel_below_mb: float | None = None,
+                 resident_mb: Callable[[], float | None] = memory_mb):
+        self.count = count
+        self.parallel_below_mb = parallel_below_mb
+        self._resident_mb = resident_mb
+        self._changed = threading.Condition()
+        self._running = 0
+
+    def _may_start(self) -> bool:
+        if self._running == 0:
+            return True
+        if self._running >= self.count:
+            return False
+        if self.parallel_below_mb is None:
+            return True
+        resident = self._resident_mb()
+        return resident is None or resident < self.parallel_below_mb
+
+    def __enter__(self) -> None:
+        with self._changed:
+            while not self._may_start():
+                self._changed.wait(self.MEMORY_POLL_S)
+            self._running += 1
+
+    def __exit__(self, *exc_info) -> None:
+        with self._changed:
+            self._running -= 1
+            self._changed.notify_all()
 
 
 class _Stopped(Exception):

@@ -38,6 +38,10 @@ def _size(value: str) -> int:
     return int(match.group(1)) * _SIZE_UNITS[match.group(2) and match.group(2).lower()]
 
 
+def _size_or_zero(value: str) -> int:
+    return 0 if value.strip() == "0" else _size(value)
+
+
 def _positive_int(value: str) -> int:
     number = int(value)
     if number <= 0:
@@ -115,6 +119,10 @@ class Settings:
                                       "longest wait before collected data is inserted")
     insert_threads: int = _setting(2, _positive_int, "a positive integer", "--insert-threads",
                                    "inserts into ClickHouse running at once (each uses a core while it runs)")
+    parallel_inserts_below: int = _setting(1100 << 20, _size_or_zero, "a size like 1100MiB, or 0 for no limit",
+                                           "--parallel-inserts-below",
+                                           "embedded storage: start an insert beside another only while the process "
+                                           "holds less memory than this")
     log_level: str = _setting("INFO", _level, "DEBUG, INFO, WARNING or ERROR", "--log-level", "log verbosity")
 
     @property

@@ -80,19 +80,6 @@ async def run(settings: Settings, *, collector: bool = True, query: bool = True)
         log.info("stopped")
 
 
-def memory_mb(field: str = "VmRSS", pid: int | str = "self") -> float | None:
-    """A process's resident memory now (VmRSS) or at its peak (VmHWM), in MB (Linux's /proc;
-    None elsewhere)."""
-    try:
-        with open(f"/proc/{pid}/status") as status:
-            for line in status:
-                if line.startswith(f"{field}:"):
-                    return int(line.split()[1]) / 1024
-    except (OSError, ValueError):
-        pass
-    return None
-
-
 def check_ports_free(host: str, ports: list[tuple[int, str]]) -> None:
     """Fail fast on a busy port; the listeners bind for real once storage is open."""
     for port, flag in ports:

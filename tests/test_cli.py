@@ -43,6 +43,21 @@ def test_bad_insert_threads_are_refused(value):
                           "(flag --insert-threads, environment TRACEHOUSE_INSERT_THREADS)\n")
 
 
+@pytest.mark.parametrize("value", ["lots", "-1", "1.5GiB"])
+def test_bad_parallel_inserts_below_is_refused(value):
+    out = run("serve", "--parallel-inserts-below", value)
+    assert out.returncode == 2
+    assert out.stderr == (f"tracehouse: error: --parallel-inserts-below: '{value}' is not valid; expected a size like "
+                          "1100MiB, or 0 for no limit (flag --parallel-inserts-below, environment "
+                          "TRACEHOUSE_PARALLEL_INSERTS_BELOW)\n")
+
+
+def test_parallel_inserts_below_takes_a_size_or_0_for_no_limit():
+    assert resolve({}, environ={}).parallel_inserts_below == 1100 << 20
+    assert resolve({"parallel_inserts_below": "0"}, environ={}).parallel_inserts_below == 0
+    assert resolve({}, environ={"TRACEHOUSE_PARALLEL_INSERTS_BELOW": "2GiB"}).parallel_inserts_below == 2 << 30
+
+
 def test_bad_environment_value_names_the_variable():
     out = run("serve", env={"TRACEHOUSE_RETENTION_DAYS": "-3"})
     assert out.returncode == 2

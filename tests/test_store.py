@@ -10,7 +10,7 @@ import sys
 import pytest
 
 from tracehouse.client import Client
-from tracehouse.server import memory_mb
+from tracehouse.memory import memory_mb
 from tracehouse.tests.conftest import ServerProcess, wait_for
 
 
