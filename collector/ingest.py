@@ -26,7 +26,7 @@ MAX_PROJECT_LENGTH = 200
 # A full write-ahead log has room again as soon as a writer has stored a segment (several times a
 # second under load), so a request that finds it full waits up to WAIT_FOR_ROOM_S, the retry delay
 # its refusal would give, before it is refused. A refused client sends the same bytes again after
-# its back-off, and the collector receives and parses them twice: in bench/ingest.py ~1,800
+# its back-off, and the collector receives and parses them twice: in bench/ingest.py 1,100-1,800
 # requests of 1.36 MB a run. Waiting requests hold their bodies, so at most WAITING_MAX_BYTES of
 # them wait and the rest are refused at once. The check comes before any parsing, so a refused
 # request costs no more than receiving it.

@@ -348,9 +348,15 @@ class TransientErrors(logging.Handler):
             self.seen += 1
 
 
-def fill_wal(running) -> tuple[list, httpx.Response]:
-    """Send traces to a collector whose 64 KiB WAL cannot drain until one is refused: the
-    acknowledged traces, and the refusal (after the collector's wait for room)."""
+def collector_with_a_full_wal(make_collector, flaky_store, max_backoff: float):
+    """A collector over a store that is down, sent traces until its 64 KiB WAL refuses one:
+    (the store's switch, the collector, the acknowledged traces, the refusal, which came after the
+    collector's wait for room)."""
+    flaky = flaky_store()
+    flaky.down.set()
+    running = make_collector(store_override=flaky, wal_max_size="64KiB")
+    for writer in running.collector.writers:
+        writer.max_backoff = max_backoff
     acked = []
     for _ in range(20):  # about 20 KB a request: the 64 KiB cap is reached after three
         traces = [new_trace(attribute_bytes=4000)]
@@ -360,19 +366,13 @@ def fill_wal(running) -> tuple[list, httpx.Response]:
         acked += traces
     assert response.status_code == 429, response.text
     assert len(acked) >= 2
-    return acked, response
+    return flaky, running, acked, response
 
 
 @pytest.mark.parametrize("kind", ["grpc", "http"])
 def test_a_full_wal_answers_retry_later_and_the_sdk_retries_until_stored_once(store, make_collector, flaky_store, kind):
-    flaky = flaky_store()
-    flaky.down.set()
-    running = make_collector(store_override=flaky, wal_max_size="64KiB")
     # Let the writer notice recovery within the SDK's retry budget (6 tries, 1s apart here).
-    for writer in running.collector.writers:
-        writer.max_backoff = 0.5
-
-    acked, response = fill_wal(running)
+    flaky, running, acked, response = collector_with_a_full_wal(make_collector, flaky_store, max_backoff=0.5)
     assert int(response.headers["retry-after"]) >= 1
     assert status_pb2.Status.FromString(response.content).code == grpc.StatusCode.RESOURCE_EXHAUSTED.value[0]
 
@@ -407,21 +407,9 @@ def test_a_full_wal_answers_retry_later_and_the_sdk_retries_until_stored_once(st
     assert_each_stored_once(store, acked + as_traces(spans))
 
 
-# -- subprocess servers ---------------------------------------------------------------------
-
-# Fewer, larger segments than ServerProcess's default: each insert has a fixed cost of about a
-# second in chDB, and every drain must finish within the test's budget.
-FEWER_SEGMENTS = ("--batch-max-delay", "0.3")
-
-
 @pytest.mark.parametrize("kind", ["grpc", "http"])
 def test_a_request_that_finds_the_wal_full_waits_for_room_and_is_stored_once(store, make_collector, flaky_store, kind):
-    flaky = flaky_store()
-    flaky.down.set()
-    running = make_collector(store_override=flaky, wal_max_size="64KiB")
-    for writer in running.collector.writers:
-        writer.max_backoff = 0.2
-    acked, _ = fill_wal(running)
+    flaky, running, acked, _ = collector_with_a_full_wal(make_collector, flaky_store, max_backoff=0.2)
     running.collector.ingest.wait_for_room_s = 60
 
     late = [new_trace(attribute_bytes=4000)]
@@ -440,13 +428,10 @@ def test_a_request_that_finds_the_wal_full_waits_for_room_and_is_stored_once(sto
 
 def test_requests_beyond_the_waiting_limit_are_refused_at_once_before_they_are_parsed(store, make_collector,
                                                                                      flaky_store, monkeypatch):
-    flaky = flaky_store()
-    flaky.down.set()
-    running = make_collector(store_override=flaky, wal_max_size="64KiB")
-    acked, _ = fill_wal(running)
+    flaky, running, acked, _ = collector_with_a_full_wal(make_collector, flaky_store, max_backoff=0.2)
     running.collector.ingest.wait_for_room_s = 60
     monkeypatch.setattr(ingest_module, "WAITING_MAX_BYTES", 1000)  # less than any request below
-    # Each request is larger than the room fill_wal left (less than one of its 20 KB requests).
+    # Each request is larger than the room the WAL has left (less than one of its 20 KB requests).
     for body, content_type in [(export_request([new_trace(attribute_bytes=4000)]), "application/x-protobuf"),
                                (b"\xff" * 40_000, "application/x-protobuf"),  # refused, not parsed
                                (b"{not json" * 5_000, "application/json")]:
@@ -462,6 +447,13 @@ def test_requests_beyond_the_waiting_limit_are_refused_at_once_before_they_are_p
     flaky.down.clear()
     running.wait_stored(60)
     assert_each_stored_once(store, acked)
+
+
+# -- subprocess servers ---------------------------------------------------------------------
+
+# Fewer, larger segments than ServerProcess's default: each insert has a fixed cost of about a
+# second in chDB, and every drain must finish within the test's budget.
+FEWER_SEGMENTS = ("--batch-max-delay", "0.3")
 
 
 def wal_segments(data_dir: Path) -> list[Path]:

@@ -85,16 +85,18 @@ INGEST_SETTINGS = {"query_plan_merge_expressions": 0, "optimize_and_compare_chai
 # The embedded engine's allocator (jemalloc, configured through this variable when the engine
 # loads). Ingest allocates and frees hundreds of MB a second: each insert and merge takes ~300 MB
 # and gives it back. Built in, chDB keeps freed pages for 5 s, which let bench/ingest.py's server
-# peak at 1.7-1.8 GB; purging them every 0.5 s instead (until 2026-11-27) made every insert fault
-# its memory in again: 12.3M page faults, 25 % of the server's CPU in the kernel. Now:
+# peak at 1.7-1.8 GB. Until 2026-11-27 the server purged them every 0.5 s instead, so every
+# insert faulted its memory in again: 12.3M page faults, 25 % of the server's CPU in the kernel.
 # - `thp:always`: memory in transparent huge pages where the kernel allows it (`madvise` mode,
-#   the usual default): ~4M faults, 20 % in the kernel, 6-8 % more spans/s at the same peak RSS;
+#   the usual default). With the purge: ~3.7M faults, 21-23 % in the kernel, 6-8 % more spans/s.
 # - `dirty_decay_ms:1000`: freed pages go back to the OS once unused for about a second, which
 #   keeps what the next insert reuses (one starts every fraction of a second under load) and
 #   returns the rest; `background_thread:true` does that when the process is idle too. Against
-#   the 0.5 s purge, five 60 s runs each on 2026-11-27: 1.6-1.7M faults instead of 3.6-3.8M,
-#   14-19 % of the CPU in the kernel instead of 21-23 %, 27,000-30,800 spans/s instead of
-#   25,800-27,700, at 1,411-1,483 MB peak RSS instead of 1,382-1,431.
+#   the purge, five 60 s runs each on 2026-11-27: 1.6-1.7M faults, 14-19 % in the kernel,
+#   27,000-30,800 spans/s instead of 25,800-27,700, at 1,411-1,483 MB peak RSS instead of
+#   1,382-1,431 (collector/writer.py's InsertSlots keeps it lower). The cost: a query more than
+#   a second after the last faults its memory in (2-8 ms on bench/query.py's 10M-span searches,
+#   measured for the purge, which did the same above 768 MB).
 # A value the user set wins; it has no effect once chDB is loaded.
 EMBEDDED_ALLOCATOR_ENV = "JE_MALLOC_CONF"
 EMBEDDED_ALLOCATOR_CONF = "thp:always,dirty_decay_ms:1000,background_thread:true"
