@@ -23,6 +23,10 @@ span, bodies with the message text, correlated by trace and span id); and metric
 operation). It reports records/s and bytes/record per signal, and MB/s per signal, so that the
 logs path can be compared with the spans path per byte.
 
+While the load runs it prints a line every --progress seconds: the spans stored so far and their
+rate, the write-ahead log's backlog and the server's RSS. A long run (--duration 600) shows
+whether storing keeps pace as background merges grow; the 60 s totals cannot.
+
     python bench/ingest.py [--duration 60] [--clients 2] [--inflight 4] [--spans-per-request 1000] [--mixed]
     python bench/ingest.py --endpoint 127.0.0.1:4317    # an already running collector (no row check)
 """
@@ -359,10 +363,11 @@ class ThreadCpu:
 
 
 def start_server(data_dir: Path, extra: list[str]) -> tuple[subprocess.Popen, int, int, Path]:
-    grpc_port, http_port = free_port(), free_port()
+    """The server, once it accepts OTLP/gRPC: (process, gRPC port, query port, log file)."""
+    grpc_port, query_port = free_port(), free_port()
     log_path = data_dir.parent / "server.log"
     args = [sys.executable, "-m", "tracehouse", "serve", "--data-dir", str(data_dir), "--grpc-port", str(grpc_port),
-            "--http-port", str(http_port), "--query-port", str(free_port()), "--log-level", "WARNING", *extra]
+            "--http-port", str(free_port()), "--query-port", str(query_port), "--log-level", "WARNING", *extra]
     proc = subprocess.Popen(args, stdout=open(log_path, "ab"), stderr=subprocess.STDOUT)
     deadline = time.monotonic() + 120
     while True:
@@ -377,7 +382,48 @@ def start_server(data_dir: Path, extra: list[str]) -> tuple[subprocess.Popen, in
             proc.kill()
             raise SystemExit("server did not become ready in 120 s")
         time.sleep(0.2)
-    return proc, grpc_port, http_port, log_path
+    return proc, grpc_port, query_port, log_path
+
+
+class Progress:
+    """A line every `every` seconds while the load runs: the spans stored so far (the server's
+    own count, asked through its SQL API) and their rate over the interval, the write-ahead
+    log's backlog and the server's RSS. Whether storing keeps pace over a long run, which the
+    totals at the end cannot show."""
+
+    def __init__(self, every: float, query_port: int, data_dir: Path, pid: int):
+        self.every, self.url, self.data_dir, self.pid = every, f"http://127.0.0.1:{query_port}/api/v1/sql", data_dir, pid
+        self.started = time.time()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def stored(self) -> int | None:
+        import httpx
+
+        try:
+            answer = httpx.post(self.url, json={"query": "SELECT count() AS n FROM otel_traces"}, timeout=self.every)
+            return int(answer.json()["rows"][0]["n"])
+        except (httpx.HTTPError, ValueError, LookupError, TypeError):
+            return None
+
+    def _run(self) -> None:
+        from tracehouse.memory import memory_mb
+
+        print(f"{'s':>6} {'stored spans':>14} {'stored/s':>9} {'WAL MB':>7} {'RSS MB':>7}", flush=True)
+        last, last_at = self.stored() or 0, time.time()
+        while not self._stop.wait(self.every):
+            now, count = time.time(), self.stored()
+            stored, rate = ((f"{count:,}", f"{(count - last) / (now - last_at):,.0f}") if count is not None
+                            else ("?", "?"))  # the server did not answer in time
+            print(f"{now - self.started:6.0f} {stored:>14} {rate:>9} "
+                  f"{wal_bytes(self.data_dir) / 1e6:7.0f} {memory_mb(pid=self.pid) or float('nan'):7,.0f}", flush=True)
+            if count is not None:
+                last, last_at = count, now
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join()
 
 
 def wal_bytes(data_dir: Path) -> int:
@@ -421,21 +467,25 @@ def main() -> None:
     parser.add_argument("--keep", action="store_true", help="keep the data directory")
     parser.add_argument("--server-arg", action="append", default=[], help="extra `tracehouse serve` argument")
     parser.add_argument("--mixed", action="store_true", help="spans + their GenAI log events + metric points")
+    parser.add_argument("--progress", type=float, default=10.0,
+                        help="seconds between progress lines (stored spans, WAL, RSS); 0: none (default 10)")
     args = parser.parse_args()
     traces = max(1, args.spans_per_request // SPANS_PER_TRACE)
 
     sample = build_template(0, 0, traces)
     span_bytes = len(sample) / (traces * SPANS_PER_TRACE)
 
-    proc = tmp = server_cpu = None
+    proc = tmp = server_cpu = progress = None
     if args.endpoint:
         target = args.endpoint
     else:
         tmp = Path(tempfile.mkdtemp(prefix="tracehouse-bench-"))
         data_dir = args.data_dir or tmp / "data"
-        proc, grpc_port, _, log_path = start_server(data_dir, args.server_arg)
+        proc, grpc_port, query_port, log_path = start_server(data_dir, args.server_arg)
         target = f"127.0.0.1:{grpc_port}"
         server_cpu = ThreadCpu(proc.pid)
+        if args.progress > 0:
+            progress = Progress(args.progress, query_port, data_dir, proc.pid)
     load_before = os.getloadavg()
     try:
         ctx = mp.get_context("spawn")
@@ -474,6 +524,8 @@ def main() -> None:
                     raise SystemExit(f"server died:\n{log_path.read_text()[-3000:]}")
                 time.sleep(0.05)
             stored_at = time.time()
+            if progress is not None:
+                progress.stop()
             from tracehouse.memory import memory_mb
             rss = memory_mb("VmHWM", proc.pid) or float("nan")
             cpu_by_kind = server_cpu.stop()
