@@ -15,7 +15,8 @@ from google.rpc import status_pb2
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
 from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
 
-from tracehouse.tests.conftest import ServerProcess, query_data_dir, wait_for
+from tracehouse.collector import nesting
+from tracehouse.tests.conftest import ServerProcess, any_value, query_data_dir, wait_for
 
 T0 = 1_760_000_000_000_000_000
 PROTOBUF = "application/x-protobuf"
@@ -216,3 +217,46 @@ def test_invalid_utf8_is_stored_as_replacement_characters(make_collector, store,
     rows = store.query(f"SELECT {column}, ServiceName, {attributes} FROM {table} WHERE startsWith({column}, {{m:String}})",
                        parameters={"m": marker}).result_rows
     assert rows == [(f"{marker}-{bad}", f"svc-{bad}", {f"key-{bad}": f'{{"inner-{bad}":"v-{bad}"}}'})]
+
+
+@pytest.mark.parametrize("signal_name, deep", [("logs", False), ("logs", True), ("metrics", False)])
+def test_long_record_attributes_are_cut_and_listed_and_short_ones_kept_whole(make_collector, store, signal_name, deep):
+    """A log record's or data point's attribute longer than --max-attribute-length ends with the
+    truncation mark and is listed in `tracehouse.truncated`; the next record, all short, keeps
+    its values as they are. `deep`: a structured value sends the request to the deep logs table."""
+    collector = make_collector(max_attribute_length="8")
+    marker = f"cut-{signal_name}-{secrets.token_hex(4)}"
+    mark = "…[truncated]"
+    long_attributes = {"small": "intact", "long": "x" * 20, "n": 7}
+    if deep:
+        long_attributes["nested"] = {"a": {"b": {"c": "d"}}}  # a map three levels down
+    if signal_name == "logs":
+        request = ExportLogsServiceRequest()
+        resource = request.resource_logs.add()
+        records = resource.scope_logs.add().log_records
+        for name in ("long", "short"):
+            records.add(time_unix_nano=T0).body.string_value = f"{marker}-{name}"
+        table, column, attributes = "otel_logs", "Body", "LogAttributes"
+    else:
+        request = ExportMetricsServiceRequest()
+        resource = request.resource_metrics.add()
+        metrics = resource.scope_metrics.add().metrics
+        records = [metrics.add(name=f"{marker}-{name}").gauge.data_points.add(time_unix_nano=T0, as_double=1.0)
+                   for name in ("long", "short")]
+        table, column, attributes = "otel_metrics_gauge", "MetricName", "Attributes"
+    resource.resource.attributes.add(key="service.name").value.string_value = "svc"
+    for key, value in long_attributes.items():
+        records[0].attributes.add(key=key).value.CopyFrom(any_value(value))
+    records[1].attributes.add(key="small").value.string_value = "intact"
+
+    body = request.SerializeToString()
+    if signal_name == "logs":
+        assert nesting.has_deep_log_values(body) is deep
+    assert post(collector, signal_name, body).status_code == 200
+    collector.wait_stored()
+    rows = store.query(f"SELECT {column}, {attributes} FROM {table} WHERE startsWith({column}, {{m:String}}) "
+                       f"ORDER BY {column}", parameters={"m": marker}).result_rows
+    cut = {"small": "intact", "long": "x" * 8 + mark, "n": "7", "tracehouse.truncated": '["long"]'}
+    if deep:
+        cut |= {"nested": '{"a":{"b' + mark, "tracehouse.truncated": '["long","nested"]'}
+    assert rows == [(f"{marker}-long", cut), (f"{marker}-short", {"small": "intact"})]

@@ -21,7 +21,7 @@ T0 = 1_761_000_000_000_000_000
 
 @pytest.fixture(scope="module")
 def two_insert_trace(server, store):
-    """One trace sent in two exports, each stored before the next: two rows of the table."""
+    """One trace sent in two exports, each stored before the next: a row of the table a span."""
     provider = TracerProvider(resource=Resource.create({"service.name": "blob-svc", "tracehouse.project": "blobs",
                                                         "host.name": "h1"}))
     provider.add_span_processor(SimpleSpanProcessor(OTLPSpanExporter(endpoint=server.grpc_endpoint, insecure=True)))
@@ -54,8 +54,8 @@ def rows_of(store, trace_id):
                        parameters={"t": trace_id}).result_rows
 
 
-def test_each_insert_adds_a_row_and_the_spans_decode_to_what_otel_traces_holds(store, two_insert_trace):
-    assert [count for _, count in rows_of(store, two_insert_trace)] == [2, 1]  # by their first span's start
+def test_each_span_is_a_row_and_the_spans_decode_to_what_otel_traces_holds(store, two_insert_trace):
+    assert [count for _, count in rows_of(store, two_insert_trace)] == [1, 1, 1]
     [(project, (count, spans))] = traces.stored_spans(store, two_insert_trace, None).items()
     assert (project, count, len(spans)) == ("blobs", 3, 3)
     read = store.query(f"SELECT {traces.SPAN_COLUMNS} FROM otel_traces WHERE TraceId = {{t:String}}",
@@ -80,11 +80,11 @@ def test_a_trace_reads_the_same_when_its_serialized_spans_are_missing_or_partial
     whole = traces.get_trace(store, two_insert_trace, None)
     assert (whole["span_count"], [s["name"] for s in whole["spans"]]) == (3, ["agent run ✓"])
     assert [c["name"] for c in whole["spans"][0]["children"]] == ["chat gpt-4o", "chat house-model"]
-    # Only the first insert's row (the LLM span) left: counts disagree, so otel_traces is read instead.
+    # The root's row gone: counts disagree (2 of 3), so otel_traces is read instead.
     first_start = rows_of(store, two_insert_trace)[0][0]
     store.command(f"DELETE FROM {trace_spans.TABLE} WHERE TraceId = {{t:String}} AND Start = {{s:DateTime64(9)}}",
                   parameters={"t": two_insert_trace, "s": first_start})
-    assert [count for _, count in rows_of(store, two_insert_trace)] == [1]
+    assert [count for _, count in rows_of(store, two_insert_trace)] == [1, 1]
     assert traces.get_trace(store, two_insert_trace, None) == whole
     store.command(f"DELETE FROM {trace_spans.TABLE} WHERE TraceId = {{t:String}}", parameters={"t": two_insert_trace})
     assert traces.get_trace(store, two_insert_trace, None) == whole
@@ -128,9 +128,10 @@ def test_migration_7_adds_the_table_and_its_view_and_may_be_applied_twice(store)
     assert tables == [("tracehouse_trace_spans", "MergeTree"), ("tracehouse_trace_spans_mv", "MaterializedView")]
     store.command("INSERT INTO before_migration_7.otel_traces (Timestamp, TraceId, SpanId, SpanName, ServiceName) "
                   "VALUES (now64(9), 'ab', 's1', 'one', 'svc'), (now64(9), 'ab', 's2', 'two', 'svc')")
-    [(count, blob)] = store.query("SELECT SpanCount, Spans FROM before_migration_7.tracehouse_trace_spans",
-                                  column_formats={"Spans": "bytes"}).result_rows
-    assert count == 2 and sorted(s["name"] for s in trace_spans.decode(blob)) == ["one", "two"]
+    rows = store.query("SELECT SpanCount, Spans FROM before_migration_7.tracehouse_trace_spans",
+                       column_formats={"Spans": "bytes"}).result_rows
+    assert [count for count, _ in rows] == [1, 1]  # a row a span, as migration 13 makes it
+    assert sorted(s["name"] for _, blob in rows for s in trace_spans.decode(blob)) == ["one", "two"]
     store.command("DROP DATABASE before_migration_7 SYNC")
 
 
@@ -282,3 +283,45 @@ def test_migration_11_makes_the_view_serialize_by_reference_and_may_be_applied_t
             "question", "question"]
     finally:
         store.command("DROP DATABASE before_migration_11 SYNC")
+
+
+def test_migration_13_serializes_a_row_a_span_and_reads_older_rows_alike(store):
+    _, migrations = database_before(store, 13)
+    by_span = next(s for s in migrations[13].statements if "tracehouse_trace_spans_mv" in s)
+    # the view as version 12 made it: each insert's spans of a trace grouped in one row
+    grouped = (by_span.replace("Timestamp AS Start, toUInt32(1) AS SpanCount", "min(Timestamp) AS Start, count() AS SpanCount")
+               .replace("formatRowNoNewline(", "arrayStringConcat(groupArray(formatRowNoNewline(")
+               .replace(") AS Spans\n", "))) AS Spans\n") + "\nGROUP BY Project, TraceId")
+    insert = ("INSERT INTO before_migration_13.otel_traces (Timestamp, TraceId, SpanId, SpanName, ServiceName) "
+              "SELECT now64(9), 'v13', concat('s', {v:String}, toString(number)), concat({v:String}, '-', toString(number)), "
+              "'svc' FROM numbers({n:UInt32})")
+
+    def rows():
+        return store.query(f"SELECT SpanCount, Spans FROM before_migration_13.{trace_spans.TABLE} WHERE TraceId = 'v13' "
+                           "ORDER BY SpanCount DESC", column_formats={"Spans": "bytes"}).result_rows
+    try:
+        store.command(grouped)
+        store.command(insert, parameters={"v": "12", "n": 3})
+        assert [count for count, _ in rows()] == [3]
+        for _ in range(2):  # applied twice (a retried start): same end
+            for statement in migrations[13].statements:
+                store.command(statement)
+        store.command(insert, parameters={"v": "13", "n": 2})
+        assert [count for count, _ in rows()] == [3, 1, 1]
+        spans = [span for _, blob in rows() for span in trace_spans.decode(blob)]
+        assert sorted(s["name"] for s in spans) == ["12-0", "12-1", "12-2", "13-0", "13-1"]
+    finally:
+        store.command("DROP DATABASE before_migration_13 SYNC")
+
+
+def test_migration_13_rewrites_every_view_that_maps_attributes_without_copying_them(store):
+    """The views whose attribute maps skip the copy of short values are the ones migration 13
+    brings up to date (with the serialized spans' view), so an older data dir gets them all."""
+    [migration] = [m for m in store.schema.migrations() if m.version == 13]
+    rewritten = {statement.split("ALTER TABLE ", 1)[1].split(" ", 1)[0].split(".")[-1].strip("`")
+                 for statement in migration.statements}
+    fast = store.query("SELECT name FROM system.tables WHERE database = currentDatabase() "
+                       "AND engine = 'MaterializedView' AND position(as_select, 'arrayExists(_t -> (lengthUTF8(_t) > ') > 0"
+                       ).result_rows
+    assert len(fast) == 10  # spans: legacy, shallow, deep; logs: shallow, deep; metrics: 5
+    assert rewritten == {name for (name,) in fast} | {"tracehouse_trace_spans_mv"}

@@ -457,6 +457,13 @@ def prerendering_views(schema: Schema) -> list[str]:
                                                               for kind in METRIC_TABLES]
 
 
+def record_views(schema: Schema) -> list[str]:
+    """Every view that maps log record or data point attributes, as they are now: the shallow
+    and deep logs views and the metrics views (schema migration 13)."""
+    return [_logs_staging_view(schema, LOGS_SHALLOW_STAGING_TABLE, LOGS_SHALLOW_DEPTH, LOGS_SHALLOW_DEPTH),
+            *prerendering_views(schema)]
+
+
 def ingest_views(schema: Schema) -> list[str]:
     """The views of the logs and metrics ingest path that schema migration 4 rewrites."""
     return staging_views(schema) + [span_content_table_v3(schema)[-1]]

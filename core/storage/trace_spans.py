@@ -2,17 +2,21 @@
 
 `otel_traces` is the exporter's table: sorted by service, span name and time, so the spans of
 one trace sit in many granules of ~40 columns, and reading them costs per column and per part
-(~40 ms at 10M spans, however the table is tuned). `tracehouse_trace_spans` holds, for each
-(project, trace) and each insert, the spans of that insert serialized as consecutive RowBinary
-rows of `FIELDS`, sorted by trace id: a trace read is one small column's lookup (~7 ms).
+(~40 ms at 10M spans, however the table is tuned). `tracehouse_trace_spans` holds each span
+serialized as a RowBinary row of `FIELDS`, sorted by trace id: a trace read is one small
+column's lookup (~7 ms).
 
-A trace whose spans came in several inserts has several rows; readers concatenate them. Each
-row counts its spans, and a reader compares the total with the trace summary's span count: a
-trace stored before this table existed, or only partly copied, is read from `otel_traces`.
+A reader concatenates every row of the trace. Each row counts its spans, and a reader compares
+the total with the trace summary's span count: a trace stored before this table existed, or
+only partly copied, is read from `otel_traces`. Before schema migration 13 a row held all the
+spans of a trace in one insert, grouped by trace at ingest; those rows read the same way.
 
 The encoding is ClickHouse's RowBinary (`formatRowNoNewline`), cheaper to write at ingest than
 JSON and decoded here by `decode` (~0.4 ms for a 10-span trace). Writing it costs 0.1-0.2 s of
-CPU per 16 MiB spans insert, 6-25 % (noisy; groupConcat instead of groupArray: no better).
+CPU per 16 MiB spans insert, 6-25 % (noisy). A row a span, not grouped by trace (schema
+migration 13), takes less: 0.345-0.365 s of CPU against 0.361-0.375 s, and 269-270 MB at the
+insert's peak against 277-289 MB (bench/ingest.py's spans, three interleaved runs, 2026-11-27).
+Rows sorted by trace id sit together as before, so a trace read is still one granule or two.
 """
 from __future__ import annotations
 
@@ -83,12 +87,12 @@ FIELDS: list[tuple[str, str, str]] = [
 
 
 def rows_select(source: str, where: str = "TraceId != ''") -> str:
-    """The table's rows from spans of `source` (otel_traces): one per project and trace, the
-    spans' RowBinary rows joined. The ingest view runs it on each insert's spans."""
+    """The table's rows from spans of `source` (otel_traces): one a span. The ingest view runs
+    it on each insert's spans."""
     values = ", ".join(f"{_by_reference(expr) if name in BY_REFERENCE else expr} AS {name}" for name, expr, _ in FIELDS)
-    return (f"SELECT\n    Project, TraceId, min(Timestamp) AS Start, count() AS SpanCount,\n"
-            f"    arrayStringConcat(groupArray(formatRowNoNewline('RowBinary', {values}))) AS Spans\n"
-            f"FROM {source}\nWHERE {where}\nGROUP BY Project, TraceId")
+    return (f"SELECT\n    Project, TraceId, Timestamp AS Start, toUInt32(1) AS SpanCount,\n"
+            f"    formatRowNoNewline('RowBinary', {values}) AS Spans\n"
+            f"FROM {source}\nWHERE {where}")
 
 
 # -- decoding ---------------------------------------------------------------------------------
