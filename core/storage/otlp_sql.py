@@ -143,10 +143,11 @@ def attributes_map(keys: str, values: str, max_len: str, mark_truncated: bool = 
     Later duplicates of a key win, as in the exporter's pcommon.Map.
 
     With `mark_truncated` (where `values` is a column or a slice of one, cheap to repeat, not a
-    rendering that would be analysed once per use), a row whose values are all short, nearly every one, is mapped from them as
-    they are: the cut, which copies every value, runs only for a row with a long one (schema
-    migration 13). A 16 MiB insert of bench/ingest.py's spans through the OTLP view alone peaks
-    15-28 MB lower (208-220 MB), at up to 4 % less CPU (2026-11-27).
+    rendering that would be analysed once per use), a row whose values are all short, nearly
+    every row, is mapped from them as they are: the cut, which copies every value, runs only for
+    a row with a long one (schema migration 13). A 16 MiB insert of bench/ingest.py's spans
+    through the OTLP view alone peaks 15-28 MB lower (208-220 MB), at up to 4 % less CPU
+    (2026-11-27).
     """
     # (Testing the byte length first, to skip lengthUTF8, made every insert's analysis 0.2 s
     # slower and saved nothing measurable.)
