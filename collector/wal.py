@@ -254,7 +254,7 @@ class WriteAheadLog:
         with self._lock:
             if self._state != "open":
                 raise RuntimeError("the write-ahead log is not open")
-            if self._pending_bytes + size > self.max_bytes:
+            if not self._fits(size):
                 raise WalFull()
             self._pending_bytes += size
             self._queue.append(_Record(buffers, size, future))
@@ -267,7 +267,10 @@ class WriteAheadLog:
     def has_room(self, size: int) -> bool:
         """Whether a record of about `size` bytes would be taken now (append raises WalFull if not)."""
         with self._lock:
-            return self._pending_bytes + size <= self.max_bytes
+            return self._fits(size)
+
+    def _fits(self, size: int) -> bool:  # under self._lock
+        return self._pending_bytes + size <= self.max_bytes
 
     def flush(self) -> None:
         """Seal the active segment now, including everything appended before this call."""
