@@ -66,8 +66,15 @@ PREVIEW_CHARS = trace_summary.PREVIEW_CHARS
 #     ~60 column streams of otel_traces at once: ~500 MB. Merged column by column: 20-160 MB.
 #   Together: server peak RSS 1,472-1,547 MB against 1,841-1,904, and 18,400-20,000 spans/s
 #   against 16,600-18,100.
+#   * a merge's memory grows with its part count: ~13 MB a part for otel_traces (column by
+#     column) and 30-45 MB for tracehouse_traces (all columns at once: AggregatingMergeTree has
+#     no vertical merges), whose 10-12-part merges took 270-410 MB. Over 10 minutes those came
+#     often enough, beside two inserts, to take the server past 1.5 GB. At most 6 parts a merge:
+#     the biggest took 280 MB, peak RSS 1,437 MB, at the same spans/s (bench/ingest.py
+#     --duration 600, 2026-11-27; with store.EMBEDDED_ENGINE_SETTINGS and --release-memory-above).
 MERGE_TUNING = {"merge_selector_base": 10, "merge_selector_enable_heuristic_to_lower_max_parts_to_merge_at_once": 0,
-                "vertical_merge_algorithm_min_rows_to_activate": 1, "min_bytes_for_wide_part": 128 << 20}
+                "vertical_merge_algorithm_min_rows_to_activate": 1, "min_bytes_for_wide_part": 128 << 20,
+                "max_parts_to_merge_at_once": 6}
 
 
 @dataclass(frozen=True)

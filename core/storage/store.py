@@ -101,6 +101,14 @@ INGEST_SETTINGS = {"query_plan_merge_expressions": 0, "optimize_and_compare_chai
 EMBEDDED_ALLOCATOR_ENV = "JE_MALLOC_CONF"
 EMBEDDED_ALLOCATOR_CONF = "thp:always,dirty_decay_ms:1000,background_thread:true"
 
+# Server settings of the embedded engine, given to chDB when it starts. Its two background
+# threads ran up to four merges at once (concurrency ratio 2), and a merge of ~10 parts takes
+# 100-400 MB while it runs: four of them, beside two inserts, are what took bench/ingest.py's
+# server past 1.5 GB over 10 minutes. At most one merge a thread: the same CPU for merges,
+# half the merges in memory at once. (One thread, one merge: merges fell behind, parts piled
+# up to 600, and a 100-part merge took 870 MB; peak 1,892 MB.)
+EMBEDDED_ENGINE_SETTINGS = {"background_merges_mutations_concurrency_ratio": 1}
+
 
 def database_of(dsn: str) -> str:
     """The database a DSN names (`http://host:8123/db`); chDB and bare URLs use `default`."""
@@ -151,7 +159,8 @@ class Store:
     def _connect(self):
         try:
             # No HTTP session: sessions serialize a client's queries on the server.
-            extra = {} if self.embedded else {"autogenerate_session_id": False, "settings": READ_SETTINGS}
+            extra = ({"chdb_options": EMBEDDED_ENGINE_SETTINGS} if self.embedded
+                     else {"autogenerate_session_id": False, "settings": READ_SETTINGS})
             client = clickhouse_connect.get_client(dsn=self.dsn, **extra)
             if self.embedded:  # the embedded connection keeps session settings; no need to send them each time
                 for name, value in READ_SETTINGS.items():
@@ -211,8 +220,9 @@ class Store:
         """Give the memory the embedded engine has freed back to the OS.
 
         ClickHouse's allocator (jemalloc) keeps freed pages for reuse, about a second here
-        (EMBEDDED_ALLOCATOR_CONF); bench/insert.py purges them to measure an insert's own peak.
-        A ClickHouse server manages its own memory: nothing to do.
+        (EMBEDDED_ALLOCATOR_CONF). The server has them released at once near its memory cap
+        (memory.MemoryReleaser); bench/insert.py, to measure an insert's own peak. A ClickHouse
+        server manages its own memory: nothing to do.
         """
         if self.embedded:
             self.command("SYSTEM JEMALLOC PURGE")
