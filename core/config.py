@@ -123,6 +123,10 @@ class Settings:
                                            "--parallel-inserts-below",
                                            "embedded storage: start an insert beside another only while the process "
                                            "holds less memory than this")
+    release_memory_above: int = _setting(1300 << 20, _size_or_zero, "a size like 1300MiB, or 0 to leave it to the allocator",
+                                         "--release-memory-above",
+                                         "embedded storage: give the memory the engine has freed back to the OS at once "
+                                         "whenever the process holds more than this")
     log_level: str = _setting("INFO", _level, "DEBUG, INFO, WARNING or ERROR", "--log-level", "log verbosity")
 
     @property

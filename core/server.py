@@ -11,6 +11,7 @@ import signal
 
 from .config import Settings
 from .listen import HttpServer, PortInUse, bind_socket
+from .memory import MemoryReleaser
 from .storage.store import StorageError, Store, redact
 
 log = logging.getLogger("tracehouse")
@@ -62,6 +63,10 @@ async def run(settings: Settings, *, collector: bool = True, query: bool = True)
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stopping.set)
     started = []
+    releaser = None
+    if store.embedded and settings.release_memory_above:
+        releaser = MemoryReleaser(store.release_memory, settings.release_memory_above / 2**20)
+        releaser.start()
     try:
         for part in parts:
             try:
@@ -76,6 +81,8 @@ async def run(settings: Settings, *, collector: bool = True, query: bool = True)
     finally:
         for part in reversed(started):
             await part.stop()
+        if releaser:
+            releaser.stop()
         store.close()
         log.info("stopped")
 

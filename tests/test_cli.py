@@ -52,6 +52,21 @@ def test_bad_parallel_inserts_below_is_refused(value):
                           "TRACEHOUSE_PARALLEL_INSERTS_BELOW)\n")
 
 
+@pytest.mark.parametrize("value", ["much", "-5", "1.3GiB", ""])
+def test_bad_release_memory_above_is_refused(value):
+    out = run("serve", "--release-memory-above", value)
+    assert out.returncode == 2
+    assert out.stderr == (f"tracehouse: error: --release-memory-above: '{value}' is not valid; expected a size like "
+                          "1300MiB, or 0 to leave it to the allocator (flag --release-memory-above, environment "
+                          "TRACEHOUSE_RELEASE_MEMORY_ABOVE)\n")
+
+
+def test_release_memory_above_takes_a_size_or_0_for_never():
+    assert resolve({}, environ={}).release_memory_above == 1300 << 20
+    assert resolve({"release_memory_above": "0"}, environ={}).release_memory_above == 0
+    assert resolve({}, environ={"TRACEHOUSE_RELEASE_MEMORY_ABOVE": "1GiB"}).release_memory_above == 1 << 30
+
+
 def test_parallel_inserts_below_takes_a_size_or_0_for_no_limit():
     assert resolve({}, environ={}).parallel_inserts_below == 1100 << 20
     assert resolve({"parallel_inserts_below": "0"}, environ={}).parallel_inserts_below == 0
