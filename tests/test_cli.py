@@ -43,34 +43,24 @@ def test_bad_insert_threads_are_refused(value):
                           "(flag --insert-threads, environment TRACEHOUSE_INSERT_THREADS)\n")
 
 
-@pytest.mark.parametrize("value", ["lots", "-1", "1.5GiB"])
-def test_bad_parallel_inserts_below_is_refused(value):
-    out = run("serve", "--parallel-inserts-below", value)
+@pytest.mark.parametrize("flag, value, expected", [
+    *[("--parallel-inserts-below", value, "a size like 1100MiB, or 0 for no limit") for value in ("lots", "-1", "1.5GiB")],
+    *[("--release-memory-above", value, "a size like 1300MiB, or 0 to leave it to the allocator")
+      for value in ("much", "-5", "1.3GiB", "")],
+])
+def test_bad_memory_size_is_refused(flag, value, expected):
+    out = run("serve", flag, value)
     assert out.returncode == 2
-    assert out.stderr == (f"tracehouse: error: --parallel-inserts-below: '{value}' is not valid; expected a size like "
-                          "1100MiB, or 0 for no limit (flag --parallel-inserts-below, environment "
-                          "TRACEHOUSE_PARALLEL_INSERTS_BELOW)\n")
+    env = "TRACEHOUSE_" + flag[2:].upper().replace("-", "_")
+    assert out.stderr == (f"tracehouse: error: {flag}: '{value}' is not valid; expected {expected} "
+                          f"(flag {flag}, environment {env})\n")
 
 
-@pytest.mark.parametrize("value", ["much", "-5", "1.3GiB", ""])
-def test_bad_release_memory_above_is_refused(value):
-    out = run("serve", "--release-memory-above", value)
-    assert out.returncode == 2
-    assert out.stderr == (f"tracehouse: error: --release-memory-above: '{value}' is not valid; expected a size like "
-                          "1300MiB, or 0 to leave it to the allocator (flag --release-memory-above, environment "
-                          "TRACEHOUSE_RELEASE_MEMORY_ABOVE)\n")
-
-
-def test_release_memory_above_takes_a_size_or_0_for_never():
-    assert resolve({}, environ={}).release_memory_above == 1300 << 20
-    assert resolve({"release_memory_above": "0"}, environ={}).release_memory_above == 0
-    assert resolve({}, environ={"TRACEHOUSE_RELEASE_MEMORY_ABOVE": "1GiB"}).release_memory_above == 1 << 30
-
-
-def test_parallel_inserts_below_takes_a_size_or_0_for_no_limit():
-    assert resolve({}, environ={}).parallel_inserts_below == 1100 << 20
-    assert resolve({"parallel_inserts_below": "0"}, environ={}).parallel_inserts_below == 0
-    assert resolve({}, environ={"TRACEHOUSE_PARALLEL_INSERTS_BELOW": "2GiB"}).parallel_inserts_below == 2 << 30
+@pytest.mark.parametrize("name, default", [("release_memory_above", 1300 << 20), ("parallel_inserts_below", 1100 << 20)])
+def test_memory_sizes_take_a_size_or_0_for_off(name, default):
+    assert getattr(resolve({}, environ={}), name) == default
+    assert getattr(resolve({name: "0"}, environ={}), name) == 0
+    assert getattr(resolve({}, environ={f"TRACEHOUSE_{name.upper()}": "2GiB"}), name) == 2 << 30
 
 
 def test_bad_environment_value_names_the_variable():

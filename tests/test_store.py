@@ -17,6 +17,12 @@ from tracehouse.memory import MemoryReleaser, memory_mb
 from tracehouse.tests.conftest import ServerProcess, wait_for
 
 
+# ~1 GB of strings through the query API: the query's pages, freed when it ends, take the
+# process far above where it idles until they are given back.
+LARGE_QUERY = ("SELECT length(arrayStringConcat(arrayMap(i -> repeat('x', 100), range(4000000)))) AS n "
+               "FROM tracehouse_model_prices LIMIT 1")
+
+
 def test_release_memory_returns_what_a_large_query_freed(store):
     store.release_memory()
     before = memory_mb()
@@ -44,12 +50,6 @@ def test_an_idle_server_gives_back_the_memory_a_query_freed(tmp_path):
     finally:
         exit_code = server.stop()
     assert exit_code == 0, server.log()
-
-
-# ~1 GB of strings through the query API: the query's pages, freed when it ends, take the
-# process far above where it idles until they are given back.
-LARGE_QUERY = ("SELECT length(arrayStringConcat(arrayMap(i -> repeat('x', 100), range(4000000)))) AS n "
-               "FROM tracehouse_model_prices LIMIT 1")
 
 
 @pytest.mark.parametrize("release_above, released", [("900MiB", True), ("0", False)])
