@@ -101,12 +101,13 @@ INGEST_SETTINGS = {"query_plan_merge_expressions": 0, "optimize_and_compare_chai
 EMBEDDED_ALLOCATOR_ENV = "JE_MALLOC_CONF"
 EMBEDDED_ALLOCATOR_CONF = "thp:always,dirty_decay_ms:1000,background_thread:true"
 
-# Server settings of the embedded engine, given to chDB when it starts. Its two background
-# threads ran up to four merges at once (concurrency ratio 2), and a merge of ~10 parts takes
-# 100-400 MB while it runs: four of them, beside two inserts, are what took bench/ingest.py's
-# server past 1.5 GB over 10 minutes. At most one merge a thread: the same CPU for merges,
-# half the merges in memory at once. (One thread, one merge: merges fell behind, parts piled
-# up to 600, and a 100-part merge took 870 MB; peak 1,892 MB.)
+# Server settings of the embedded engine, given to chDB when it starts (it takes them from the
+# process's first connection; every connection here passes them). Its two background threads
+# ran up to four merges at once (concurrency ratio 2), and a merge of ~10 parts takes 100-400
+# MB while it runs: with two inserts and the pages the allocator keeps (memory.MemoryReleaser),
+# they took bench/ingest.py's server past 1.5 GB over 10 minutes. At most one merge a thread:
+# about the same CPU for merges, half as many merges in memory at once. (One thread, one merge:
+# merges fell behind, parts piled up to 600, and a 100-part merge took 870 MB; peak 1,892 MB.)
 EMBEDDED_ENGINE_SETTINGS = {"background_merges_mutations_concurrency_ratio": 1}
 
 
