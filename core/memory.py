@@ -28,7 +28,7 @@ class MemoryReleaser:
 
     The embedded engine's allocator keeps the pages that inserts and merges free for about a
     second (store.EMBEDDED_ALLOCATOR_CONF), so that the next insert reuses them instead of
-    faulting them in again. Under sustained ingest those pages add up to 300-700 MB at times,
+    faulting them in again. Under sustained ingest those pages add up to 200-750 MB at times,
     on top of what is in use, which took bench/ingest.py's server past 1.5 GB over 10 minutes.
     Released only near the top, they cost little: below `above_mb` nothing is released.
     """
