@@ -51,6 +51,9 @@ def test_every_statement_is_valid_clickhouse_sql(store, options):
         # Migration 8: the summary rebuilt on every shard; each node remembers its own traces' buckets.
         assert ("RENAME TABLE `observability`.`tracehouse_traces_local` TO `observability`.`tracehouse_traces_v7_local` "
                 "ON CLUSTER `prod_cluster`") in text
+        # Migration 14: rebuilt again, in smaller granules.
+        assert ("RENAME TABLE `observability`.`tracehouse_traces_local` TO `observability`.`tracehouse_traces_v13_local` "
+                "ON CLUSTER `prod_cluster`") in text
         assert ("CREATE TABLE IF NOT EXISTS `observability`.`tracehouse_trace_buckets` ON CLUSTER `prod_cluster`"
                 in text) and "ENGINE = EmbeddedRocksDB(86400)" in text
         assert ("TO `observability`.`tracehouse_traces_local`\nAS SELECT\n    p.Project AS Project" in text

@@ -1,6 +1,6 @@
 """The trace summary sorted by time (trace_summary.py): every partial row of a trace lands in
 the hour its first one did, so FINAL merges them; newest-first search read hour window by
-window gives exactly the pages one read of everything gives; migration 8 keeps every row."""
+window gives exactly the pages one read of everything gives; migrations 8 and 14 keep every row."""
 from __future__ import annotations
 
 import pytest
@@ -198,6 +198,50 @@ def test_migration_8_rebuilds_the_table_with_every_row_and_may_finish_a_start_th
     store.command(f"INSERT INTO {database}.otel_traces (Timestamp, TraceId, SpanId, ParentSpanId, SpanName, ServiceName) "
                   "VALUES (fromUnixTimestamp({t:Int64}), 't1', 'c2', 'r', 'late', 'svc')", parameters={"t": H + 7200})
     assert [(r[1], r[4]) for r in merged_rows(store, database)] == [("t1", 3), ("t2", 1)]
+    store.command(f"DROP DATABASE {database} SYNC")
+
+
+@pytest.mark.parametrize("died_after", [None, 1, 4, 9])
+def test_migration_14_rebuilds_the_table_in_small_granules_with_every_row_and_may_finish_a_start_that_died(
+        store, died_after):
+    """Migration 14 on a version-13 data dir, whose summary sits in default (10 MiB) granules and
+    holds two partial rows of trace t1; also when a start died after its first `died_after`
+    statements."""
+    database = f"before_migration_14_{died_after}"
+    schema, migrations = database_before_8(store, database)
+    default_granules = (f", index_granularity_bytes = {trace_summary.GRANULE_BYTES}, "
+                        f"max_compress_block_size = {trace_summary.COMPRESS_BLOCK_BYTES}")
+    for version in range(8, 14):
+        for statement in migrations[version].statements:
+            store.command(statement.replace(default_granules, ""))  # the table before 14
+    late_span = (f"INSERT INTO {database}.otel_traces (Timestamp, TraceId, SpanId, ParentSpanId, SpanName, ServiceName) "
+                 "VALUES (fromUnixTimestamp({t:Int64}), 't1', {s:String}, 'r', 'late', 'svc')")
+    store.command(late_span, parameters={"t": H + 3600, "s": "c2"})  # a second partial row of t1
+
+    def table_settings() -> list[str]:
+        return store.query("SELECT extractAll(create_table_query, '(?:index_granularity_bytes|max_compress_block_size) "
+                           "= \\d+') FROM system.tables WHERE database = {d:String} AND name = 'tracehouse_traces'",
+                           parameters={"d": database}).result_rows[0][0]
+
+    def rows() -> list[tuple]:
+        return store.query(f"SELECT TraceId, toUnixTimestamp(Bucket), SpanCount, Name FROM {database}.tracehouse_traces "
+                           "FINAL ORDER BY TraceId").result_rows
+
+    before = merged_rows(store, database)
+    assert table_settings() == [] and rows() == [("t1", H - HOUR_S, 3, "root"), ("t2", H - HOUR_S, 1, "solo")]
+
+    def check():
+        assert merged_rows(store, database) == before
+        assert table_settings() == ["index_granularity_bytes = 1048576", "max_compress_block_size = 262144"]
+
+    apply_after_a_start_that_died(store, migrations[14], died_after, check)
+    tables = store.query("SELECT name FROM system.tables WHERE database = {d:String} AND name LIKE 'tracehouse_trace%' "
+                         "AND name NOT LIKE 'tracehouse_trace_spans%' ORDER BY name", parameters={"d": database}).result_rows
+    assert tables == [("tracehouse_trace_buckets",), ("tracehouse_trace_buckets_mv",), ("tracehouse_traces",),
+                      ("tracehouse_traces_mv",)]
+    # The view feeds the new table, and a late span of t1 keeps the bucket it was given before.
+    store.command(late_span, parameters={"t": H + 7200, "s": "c3"})
+    assert rows() == [("t1", H - HOUR_S, 4, "root"), ("t2", H - HOUR_S, 1, "solo")]
     store.command(f"DROP DATABASE {database} SYNC")
 
 

@@ -131,10 +131,12 @@ class Schema:
         return f"TTL {column_expr} + toIntervalDay({int(days)})\n" if days else ""
 
     def _settings(self, dedup: bool = True, drop_whole_parts: bool = True, granularity: int = 8192,
-                  granularity_bytes: int | None = None) -> str:
+                  granularity_bytes: int | None = None, compress_block_bytes: int | None = None) -> str:
         settings = [f"index_granularity = {granularity}", f"ttl_only_drop_parts = {int(drop_whole_parts)}"]
         if granularity_bytes is not None:
             settings.append(f"index_granularity_bytes = {granularity_bytes}")
+        if compress_block_bytes is not None:
+            settings.append(f"max_compress_block_size = {compress_block_bytes}")
         if dedup and not self.options.cluster:  # replicated tables deduplicate by default
             settings.append(f"non_replicated_deduplication_window = {int(self.options.dedup_window)}")
         return "SETTINGS " + ", ".join(settings)
@@ -507,6 +509,9 @@ class Schema:
                           "(less CPU and memory an insert; rows before it are read as they are)",
                       self.new_queries(self.trace_spans()[-1], *self.trace_staging_views(),
                                        *logs_metrics.record_views(self))),
+            Migration(14, "trace summaries in granules of at most 1 MiB, so that merging them takes less memory "
+                          "(the table is rebuilt and its rows copied)", trace_summary.rebuild_in_small_granules(self),
+                      plan=lambda probe: trace_summary.rebuild_in_small_granules(self, probe)),
         ]
 
     def rebuild_table(self, table: str, parked: str, outdated: str, create: list[str], copy: list[str],

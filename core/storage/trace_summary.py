@@ -39,7 +39,18 @@ if TYPE_CHECKING:
 TABLE = "tracehouse_traces"
 BUCKETS_TABLE = "tracehouse_trace_buckets"
 PARKED_TABLE = "tracehouse_traces_v7"  # the table before migration 8, while it is copied
+GRANULES_PARKED_TABLE = "tracehouse_traces_v13"  # the table before migration 14, while it is copied
 BUCKET_TTL_S = 86_400
+
+# AggregatingMergeTree has no vertical merges: a background merge reads every column of each of
+# its parts at once, a granule and a compressed block of every column stream. With the defaults
+# (granules up to 10 MiB, blocks up to 1 MiB) a merge of six parts of ~78,000 rows, as
+# bench/ingest.py leaves after some minutes, raised RSS by 382 MB; with 1 MiB granules and 256 KiB
+# blocks by 121 MB, at the same CPU and bytes on disk (2026-11-27). Under a 10-minute run such
+# merges, beside two inserts, were what brought the server near its 1.5 GB cap. Granule bytes
+# cannot be altered: schema migration 14 rebuilds an older table.
+GRANULE_BYTES = 1 << 20
+COMPRESS_BLOCK_BYTES = 256 << 10
 
 PREVIEW_CHARS = 1000  # root-span input/output previews kept on the row
 
@@ -111,7 +122,9 @@ def statements(schema: Schema) -> list[str]:
     table = schema.storage_name(TABLE)
     buckets = schema.name(BUCKETS_TABLE)  # each node's own: a trace's rows all live on one shard
     clauses = ("PARTITION BY toMonday(Bucket)\nORDER BY (Project, Bucket, TraceId)\n"
-               + schema._ttl("toDateTime(Start)") + schema._settings(drop_whole_parts=False))
+               + schema._ttl("toDateTime(Start)")
+               + schema._settings(drop_whole_parts=False, granularity_bytes=GRANULE_BYTES,
+                                  compress_block_bytes=COMPRESS_BLOCK_BYTES))
     memory = (f"CREATE TABLE IF NOT EXISTS {buckets}{schema.on_cluster}\n"
               "(\n    Key String,\n    Bucket DateTime\n)\n"
               f"ENGINE = EmbeddedRocksDB({BUCKET_TTL_S})\nPRIMARY KEY Key")
@@ -154,3 +167,13 @@ def rebuild(schema: Schema, probe: Callable[[str, dict[str, Any]], Any] | None =
     ]
     outdated = "name NOT IN (SELECT table FROM system.columns WHERE database = {db:String} AND name = 'Bucket')"
     return schema.rebuild_table(TABLE, PARKED_TABLE, outdated, statements(schema), copy, probe)
+
+
+def rebuild_in_small_granules(schema: Schema, probe: Callable[[str, dict[str, Any]], Any] | None = None) -> list[str]:
+    """Migration 14: the table in GRANULE_BYTES granules (see there), with the rows of the one
+    before. The partial rows are copied as they are: merging them is left to background merges
+    and FINAL, as for rows that arrive by ingest. (A table made by migration 8 on this version
+    already has the granules, and is left alone.)"""
+    copy = [f"INSERT INTO {schema.name(TABLE)} SELECT * FROM {schema.name(GRANULES_PARKED_TABLE)}"]
+    outdated = "create_table_query NOT LIKE '%index_granularity_bytes%'"
+    return schema.rebuild_table(TABLE, GRANULES_PARKED_TABLE, outdated, statements(schema), copy, probe)
