@@ -115,15 +115,16 @@ def test_retention_setting_is_applied_and_removed(store):
 def test_merge_tuning_is_set_on_the_ingest_tables_only(store):
     # Each MERGE_TUNING setting as it reads in the table's definition (\b: one setting's name ends
     # with another's).
-    expected = ("merge_selector_base = 10", "merge_selector_enable_heuristic_to_lower_max_parts_to_merge_at_once = 0",
-                "vertical_merge_algorithm_min_rows_to_activate = 1", "min_bytes_for_wide_part = 134217728",
-                "max_parts_to_merge_at_once = 6")
-    patterns = ", ".join(f"extract(create_table_query, '\\\\b{name.split(' = ')[0]} = \\\\d+')" for name in expected)
-    rows = store.query(f"SELECT name, [{patterns}] FROM system.tables WHERE database = currentDatabase() "
-                       "AND engine LIKE '%MergeTree' ORDER BY name").result_rows
-    tuned = {name for name, found in rows if tuple(found) == expected}
-    assert tuned == set(Schema.INGEST_TABLES_TTL)
-    assert all(found == [""] * len(expected) for name, found in rows if name not in tuned)
+    common = ("merge_selector_base = 10", "merge_selector_enable_heuristic_to_lower_max_parts_to_merge_at_once = 0",
+              "vertical_merge_algorithm_min_rows_to_activate = 1", "min_bytes_for_wide_part = 134217728")
+    patterns = ", ".join(f"extract(create_table_query, '\\\\b{name.split(' = ')[0]} = \\\\d+')"
+                         for name in common + ("max_parts_to_merge_at_once = 6",))
+    rows = dict(store.query(f"SELECT name, [{patterns}] FROM system.tables WHERE database = currentDatabase() "
+                            "AND engine LIKE '%MergeTree'").result_rows)
+    parts_at_once = {table: rows[table][-1] for table in Schema.INGEST_TABLES_TTL if rows[table][:-1] == list(common)}
+    expected = {**{table: 6 for table in Schema.INGEST_TABLES_TTL}, "otel_traces": 12, "tracehouse_trace_spans": 30}
+    assert parts_at_once == {table: f"max_parts_to_merge_at_once = {n}" for table, n in expected.items()}
+    assert all(found == [""] * (len(common) + 1) for name, found in rows.items() if name not in parts_at_once)
     # A server that lacks the settings gets no statement rather than an error.
     assert store.schema.merge_tuning_statements(set()) == []
     partial = store.schema.merge_tuning_statements({"merge_selector_base"})

@@ -76,6 +76,16 @@ MERGE_TUNING = {"merge_selector_base": 10, "merge_selector_enable_heuristic_to_l
                 "vertical_merge_algorithm_min_rows_to_activate": 1, "min_bytes_for_wide_part": 128 << 20,
                 "max_parts_to_merge_at_once": 6}
 
+# Where a merge takes less memory a part, it may take more parts: each part a merge takes
+# instead of leaving to a later merge is a rewrite saved. A part costs a merge of otel_traces
+# (column by column) ~13 MB, of tracehouse_trace_spans (256 KiB granules, few columns) ~1.5 MB,
+# of tracehouse_traces (every column at once) ~20 MB since schema migration 14. With 12 and 30
+# parts for the first two, merges took 24.0-24.7 µs of CPU a span over 10-minute runs of
+# bench/ingest.py against 28.8-29.7 with 6: 28,388-29,627 spans/s end to end in three runs
+# against 26,798-27,271 in two, at the same peak RSS (1,395-1,423 MB). 20 and 60, with 12 for
+# tracehouse_traces, were no faster and peaked at 1,532 MB (2026-11-28).
+MERGE_PARTS_AT_ONCE = {TRACES_TABLE: 12, TRACE_SPANS_TABLE: 30}
+
 
 @dataclass(frozen=True)
 class SchemaOptions:
@@ -580,11 +590,15 @@ class Schema:
     def merge_tuning_statements(self, known_settings: set[str]) -> list[str]:
         """Lazier, wider background merges for the ingest tables (those of MERGE_TUNING that the
         server knows; older servers lack some). Applied at every start, like retention."""
-        settings = ", ".join(f"{name} = {value}" for name, value in MERGE_TUNING.items() if name in known_settings)
-        if not settings:
-            return []
-        return [f"ALTER TABLE {self.storage_name(table)}{self.on_cluster} MODIFY SETTING {settings}"
-                for table in self.INGEST_TABLES_TTL]
+        statements = []
+        for table in self.INGEST_TABLES_TTL:
+            tuning = dict(MERGE_TUNING)
+            if table in MERGE_PARTS_AT_ONCE:
+                tuning["max_parts_to_merge_at_once"] = MERGE_PARTS_AT_ONCE[table]
+            settings = ", ".join(f"{name} = {value}" for name, value in tuning.items() if name in known_settings)
+            if settings:
+                statements.append(f"ALTER TABLE {self.storage_name(table)}{self.on_cluster} MODIFY SETTING {settings}")
+        return statements
 
     def retention_statements(self) -> list[str]:
         """Bring the TTL of existing tables in line with the current retention setting."""
