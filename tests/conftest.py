@@ -196,6 +196,14 @@ def query_data_dir(data_dir: Path, sql: str) -> list:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
+def table_settings(store: Store, database: str, table: str, *names: str) -> list[str]:
+    """The settings `names` as the table's definition spells them ("name = value"), in its order."""
+    pattern = f"(?:{'|'.join(names)}) = \\d+"
+    return store.query("SELECT extractAll(create_table_query, {p:String}) FROM system.tables "
+                       "WHERE database = {d:String} AND name = {t:String}",
+                       parameters={"p": pattern, "d": database, "t": table}).result_rows[0][0]
+
+
 def apply_after_a_start_that_died(store: Store, migration, died_after: int | None, check: Callable[[], object]) -> None:
     """Apply a data-moving migration as a start does, after an earlier start that died once its
     first `died_after` statements had run (None: no such start), then once more (nothing left

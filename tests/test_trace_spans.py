@@ -13,7 +13,7 @@ from opentelemetry.trace import Link, Status, StatusCode
 from tracehouse.query import jaeger, otlp_out, traces
 from tracehouse.storage import trace_spans
 from tracehouse.storage.schema import TRACE_SPANS_GRANULE_BYTES, Schema, SchemaOptions
-from tracehouse.tests.conftest import apply_after_a_start_that_died
+from tracehouse.tests.conftest import apply_after_a_start_that_died, table_settings
 from tracehouse.tests.test_schema import database_before
 
 T0 = 1_761_000_000_000_000_000
@@ -197,10 +197,8 @@ def test_migration_9_rebuilds_the_table_with_every_row_and_may_finish_a_start_th
                 statement = statement.replace(f", index_granularity_bytes = {TRACE_SPANS_GRANULE_BYTES}", "")  # the table before 9
             store.command(statement)
 
-    def granule_bytes() -> str:
-        return store.query("SELECT extract(create_table_query, 'index_granularity_bytes = \\\\d+') FROM system.tables "
-                           "WHERE database = {d:String} AND name = 'tracehouse_trace_spans'",
-                           parameters={"d": database}).result_rows[0][0]
+    def granule_bytes() -> list[str]:
+        return table_settings(store, database, "tracehouse_trace_spans", "index_granularity_bytes")
 
     def rows() -> list[tuple]:
         return store.query(f"SELECT Project, TraceId, Start, SpanCount, hex(Spans) FROM {database}.tracehouse_trace_spans "
@@ -212,11 +210,11 @@ def test_migration_9_rebuilds_the_table_with_every_row_and_may_finish_a_start_th
                                              ("t2", "r", "", "solo", 2000)]:
         store.command(insert, parameters={"t": at, "id": trace_id, "s": span, "p": parent, "n": name})
     before = rows()
-    assert granule_bytes() == "" and [(r[1], r[3]) for r in before] == [("t1", 1), ("t1", 1), ("t2", 1)]
+    assert granule_bytes() == [] and [(r[1], r[3]) for r in before] == [("t1", 1), ("t1", 1), ("t2", 1)]
 
     def check():
         assert rows() == before
-        assert granule_bytes() == "index_granularity_bytes = 262144"
+        assert granule_bytes() == ["index_granularity_bytes = 262144"]
 
     apply_after_a_start_that_died(store, migrations[9], died_after, check)
     tables = store.query("SELECT name FROM system.tables WHERE database = {d:String} "

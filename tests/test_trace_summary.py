@@ -13,7 +13,7 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from tracehouse.query import traces
 from tracehouse.storage import trace_summary
 from tracehouse.storage.schema import Schema, SchemaOptions
-from tracehouse.tests.conftest import apply_after_a_start_that_died
+from tracehouse.tests.conftest import apply_after_a_start_that_died, table_settings
 
 HOUR_S = 3600
 H = 1_761_001_200  # an hour boundary (unix seconds)
@@ -218,21 +218,19 @@ def test_migration_14_rebuilds_the_table_in_small_granules_with_every_row_and_ma
                  "VALUES (fromUnixTimestamp({t:Int64}), 't1', {s:String}, 'r', 'late', 'svc')")
     store.command(late_span, parameters={"t": H + 3600, "s": "c2"})  # a second partial row of t1
 
-    def table_settings() -> list[str]:
-        return store.query("SELECT extractAll(create_table_query, '(?:index_granularity_bytes|max_compress_block_size) "
-                           "= \\d+') FROM system.tables WHERE database = {d:String} AND name = 'tracehouse_traces'",
-                           parameters={"d": database}).result_rows[0][0]
+    def granule_settings() -> list[str]:
+        return table_settings(store, database, "tracehouse_traces", "index_granularity_bytes", "max_compress_block_size")
 
     def rows() -> list[tuple]:
         return store.query(f"SELECT TraceId, toUnixTimestamp(Bucket), SpanCount, Name FROM {database}.tracehouse_traces "
                            "FINAL ORDER BY TraceId").result_rows
 
     before = merged_rows(store, database)
-    assert table_settings() == [] and rows() == [("t1", H - HOUR_S, 3, "root"), ("t2", H - HOUR_S, 1, "solo")]
+    assert granule_settings() == [] and rows() == [("t1", H - HOUR_S, 3, "root"), ("t2", H - HOUR_S, 1, "solo")]
 
     def check():
         assert merged_rows(store, database) == before
-        assert table_settings() == ["index_granularity_bytes = 1048576", "max_compress_block_size = 262144"]
+        assert granule_settings() == ["index_granularity_bytes = 1048576", "max_compress_block_size = 262144"]
 
     apply_after_a_start_that_died(store, migrations[14], died_after, check)
     tables = store.query("SELECT name FROM system.tables WHERE database = {d:String} AND name LIKE 'tracehouse_trace%' "
