@@ -589,7 +589,8 @@ class Schema:
 
     def merge_tuning_statements(self, known_settings: set[str]) -> list[str]:
         """Lazier, wider background merges for the ingest tables (those of MERGE_TUNING that the
-        server knows; older servers lack some). Applied at every start, like retention."""
+        server knows; older servers lack some), wider still where MERGE_PARTS_AT_ONCE says.
+        Applied at every start, like retention."""
         statements = []
         for table in self.INGEST_TABLES_TTL:
             tuning = dict(MERGE_TUNING)

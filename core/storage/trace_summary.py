@@ -46,9 +46,11 @@ BUCKET_TTL_S = 86_400
 # its parts at once, a granule and a compressed block of every column stream. With the defaults
 # (granules up to 10 MiB, blocks up to 1 MiB) a merge of six parts of ~78,000 rows, as
 # bench/ingest.py leaves after some minutes, raised RSS by 382 MB; with 1 MiB granules and 256 KiB
-# blocks by 121 MB, at the same CPU and bytes on disk (2026-11-27). Under a 10-minute run such
-# merges, beside two inserts, were what brought the server near its 1.5 GB cap. Granule bytes
-# cannot be altered: schema migration 14 rebuilds an older table.
+# blocks by 121 MB, at the same CPU and bytes on disk (2026-11-27). Such merges beside two inserts
+# had taken the server past its 1.5 GB cap in 10-minute runs of bench/ingest.py before merges
+# were limited to 6 parts; with that limit, the peak stayed where it was (1,412-1,423 MB against
+# 1,379-1,437): this takes off the worst case, not the usual peak. Granule bytes cannot be
+# altered: schema migration 14 rebuilds an older table.
 GRANULE_BYTES = 1 << 20
 COMPRESS_BLOCK_BYTES = 256 << 10
 
