@@ -82,8 +82,9 @@ MERGE_TUNING = {"merge_selector_base": 10, "merge_selector_enable_heuristic_to_l
 # of tracehouse_traces (every column at once) ~20 MB since schema migration 14. With 12 and 30
 # parts for the first two, merges took 24.0-24.7 µs of CPU a span over 10-minute runs of
 # bench/ingest.py against 28.8-29.7 with 6: 28,388-29,627 spans/s end to end in three runs
-# against 26,798-27,271 in two, at the same peak RSS (1,395-1,423 MB). 20 and 60, with 12 for
-# tracehouse_traces, were no faster and peaked at 1,532 MB (2026-11-28).
+# against 26,798-27,271 in two, at the same peak RSS (1,395-1,423 MB). 20 and 60 were no faster
+# and went past 1.5 GB: 27,166 spans/s at 1,574 MB, 27,994 at 1,532 with 12 for
+# tracehouse_traces too (2026-11-28).
 MERGE_PARTS_AT_ONCE = {TRACES_TABLE: 12, TRACE_SPANS_TABLE: 30}
 
 
