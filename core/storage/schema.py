@@ -562,13 +562,17 @@ class Schema:
             steps.append(f"DROP TABLE IF EXISTS {self.name(parked_local)}{self.on_cluster}")
         return steps
 
+    def rebuild_in_granule_bytes(self, table: str, parked: str, create: list[str],
+                                 probe: Callable[..., Any] | None = None) -> list[str]:
+        """`rebuild_table` for a table whose definition now caps its granules' bytes, which
+        cannot be altered: one made without the cap is rebuilt as `create` makes it, its rows
+        copied as they are (migrations 9 and 14)."""
+        return self.rebuild_table(table, parked, "create_table_query NOT LIKE '%index_granularity_bytes%'", create,
+                                  [f"INSERT INTO {self.name(table)} SELECT * FROM {self.name(parked)}"], probe)
+
     def rebuild_trace_spans(self, probe: Callable[..., Any] | None = None) -> list[str]:
-        """Migration 9: `tracehouse_trace_spans` as `trace_spans` makes it (granule bytes can't
-        be altered), with the rows of the one before."""
-        parked = TRACE_SPANS_TABLE + "_v8"
-        return self.rebuild_table(TRACE_SPANS_TABLE, parked, "create_table_query NOT LIKE '%index_granularity_bytes%'",
-                                  self.trace_spans(),
-                                  [f"INSERT INTO {self.name(TRACE_SPANS_TABLE)} SELECT * FROM {self.name(parked)}"], probe)
+        """Migration 9: `tracehouse_trace_spans` as `trace_spans` makes it, with the rows of the one before."""
+        return self.rebuild_in_granule_bytes(TRACE_SPANS_TABLE, TRACE_SPANS_TABLE + "_v8", self.trace_spans(), probe)
 
     def new_queries(self, *views: str) -> list[str]:
         """`ALTER … MODIFY QUERY` for each `CREATE MATERIALIZED VIEW IF NOT EXISTS <name>… AS SELECT`.

@@ -176,6 +176,4 @@ def rebuild_in_small_granules(schema: Schema, probe: Callable[[str, dict[str, An
     before. The partial rows are copied as they are: merging them is left to background merges
     and FINAL, as for rows that arrive by ingest. (A table made by migration 8 on this version
     already has the granules, and is left alone.)"""
-    copy = [f"INSERT INTO {schema.name(TABLE)} SELECT * FROM {schema.name(GRANULES_PARKED_TABLE)}"]
-    outdated = "create_table_query NOT LIKE '%index_granularity_bytes%'"
-    return schema.rebuild_table(TABLE, GRANULES_PARKED_TABLE, outdated, statements(schema), copy, probe)
+    return schema.rebuild_in_granule_bytes(TABLE, GRANULES_PARKED_TABLE, statements(schema), probe)
