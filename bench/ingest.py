@@ -27,7 +27,15 @@ While the load runs it prints a line every --progress seconds: the spans stored 
 rate, the write-ahead log's backlog and the server's RSS. A long run (--duration 600) shows
 whether storing keeps pace as background merges grow; the 60 s totals cannot.
 
+With --otel-traces-only, the views that otel_traces feeds (the trace summary, the serialized spans
+of each trace, the trace id index) are dropped from the fresh data directory before the server
+starts, so spans are stored in the exporter's table alone, normalized columns and all. What is
+left is the cost of the receivers, the write-ahead log, the OTLP decode and the one table every
+other store of ours builds on: the ceiling of this ingest design on the machine, not a
+configuration to run.
+
     python bench/ingest.py [--duration 60] [--clients 2] [--inflight 4] [--spans-per-request 1000] [--mixed]
+    python bench/ingest.py --duration 300 --otel-traces-only
     python bench/ingest.py --endpoint 127.0.0.1:4317    # an already running collector (no row check)
 """
 from __future__ import annotations
@@ -44,6 +52,7 @@ import struct
 import subprocess
 import sys
 import tempfile
+import textwrap
 import threading
 import time
 from pathlib import Path
@@ -436,15 +445,36 @@ def wal_bytes(data_dir: Path) -> int:
     return total
 
 
-def query_fresh(data_dir: Path, sql: str) -> list:
-    """SQL on a stopped server's data directory, from a fresh process (chDB: one per dir)."""
-    code = ("import json, sys; from tracehouse.storage.store import Store; "
-            f"s = Store('chdb://{data_dir / 'clickhouse'}'); "
-            "print(json.dumps(s.query(sys.argv[1]).result_rows, default=str))")
-    out = subprocess.run([sys.executable, "-c", code, sql], capture_output=True, text=True, timeout=300)
+def in_fresh_process(code: str, *argv: str) -> list:
+    """Run `code` in a fresh process (chDB: one per data directory at a time); the JSON it prints
+    last."""
+    out = subprocess.run([sys.executable, "-c", code, *argv], capture_output=True, text=True, timeout=300)
     if out.returncode:
         raise SystemExit(out.stderr[-3000:])
     return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def query_fresh(data_dir: Path, sql: str) -> list:
+    """SQL on a stopped server's data directory."""
+    return in_fresh_process("import json, sys; from tracehouse.storage.store import Store; "
+                            f"s = Store('chdb://{data_dir / 'clickhouse'}'); "
+                            "print(json.dumps(s.query(sys.argv[1]).result_rows, default=str))", sql)
+
+
+def drop_otel_traces_views(data_dir: Path) -> list[str]:
+    """Create the schema in data_dir, then drop every view that otel_traces feeds
+    (--otel-traces-only). Their names."""
+    return in_fresh_process(textwrap.dedent(f"""
+        import json
+        from tracehouse.storage.store import Store
+        s = Store('chdb://{data_dir / 'clickhouse'}')
+        s.migrate()
+        views = [v for (v,) in s.query("SELECT arrayJoin(dependencies_table) FROM system.tables "
+                                       "WHERE database = currentDatabase() AND name = 'otel_traces'").result_rows]
+        for view in views:
+            s.command(f"DROP TABLE {{view}}")
+        print(json.dumps(views))
+    """))
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -469,7 +499,13 @@ def main() -> None:
     parser.add_argument("--mixed", action="store_true", help="spans + their GenAI log events + metric points")
     parser.add_argument("--progress", type=float, default=10.0,
                         help="seconds between progress lines (stored spans, WAL, RSS); 0: none (default 10)")
+    parser.add_argument("--otel-traces-only", action="store_true",
+                        help="store spans in otel_traces alone: the views it feeds are dropped (see above)")
     args = parser.parse_args()
+    if args.otel_traces_only and (args.endpoint or args.mixed):
+        parser.error("--otel-traces-only starts its own server for spans alone: without --endpoint and --mixed")
+    if args.otel_traces_only and args.data_dir and args.data_dir.exists() and any(args.data_dir.iterdir()):
+        parser.error(f"--otel-traces-only drops views: give a --data-dir that is empty or new, not {args.data_dir}")
     traces = max(1, args.spans_per_request // SPANS_PER_TRACE)
 
     sample = build_template(0, 0, traces)
@@ -481,6 +517,9 @@ def main() -> None:
     else:
         tmp = Path(tempfile.mkdtemp(prefix="tracehouse-bench-"))
         data_dir = args.data_dir or tmp / "data"
+        if args.otel_traces_only:
+            dropped = drop_otel_traces_views(data_dir)
+            print(f"otel_traces alone: dropped {', '.join(dropped)}", flush=True)
         proc, grpc_port, query_port, log_path = start_server(data_dir, args.server_arg)
         target = f"127.0.0.1:{grpc_port}"
         server_cpu = ThreadCpu(proc.pid)
