@@ -27,15 +27,15 @@ While the load runs it prints a line every --progress seconds: the spans stored 
 rate, the write-ahead log's backlog and the server's RSS. A long run (--duration 600) shows
 whether storing keeps pace as background merges grow; the 60 s totals cannot.
 
-With --otel-traces-only, the views that otel_traces feeds (the trace summary, the serialized spans
-of each trace, the trace id index) are dropped from the fresh data directory before the server
-starts, so spans are stored in the exporter's table alone, normalized columns and all. What is
-left is the cost of the receivers, the write-ahead log, the OTLP decode and the one table every
-other store of ours builds on: the ceiling of this ingest design on the machine, not a
-configuration to run.
+With --drop-views, some or all of the views that otel_traces feeds (the trace summary, the
+serialized spans of each trace, the trace id index) are dropped from the fresh data directory
+before the server starts, and what they would have stored costs nothing. `all` leaves the spans
+in the exporter's table alone, normalized columns and all: the cost of the receivers, the
+write-ahead log, the OTLP decode and the one table every other store of ours builds on, which is
+the ceiling of this ingest design on the machine. These are measurements, not configurations.
 
     python bench/ingest.py [--duration 60] [--clients 2] [--inflight 4] [--spans-per-request 1000] [--mixed]
-    python bench/ingest.py --duration 300 --otel-traces-only
+    python bench/ingest.py --duration 600 --drop-views all    # or e.g. tracehouse_trace_spans_mv
     python bench/ingest.py --endpoint 127.0.0.1:4317    # an already running collector (no row check)
 """
 from __future__ import annotations
@@ -461,20 +461,23 @@ def query_fresh(data_dir: Path, sql: str) -> list:
                             "print(json.dumps(s.query(sys.argv[1]).result_rows, default=str))", sql)
 
 
-def drop_otel_traces_views(data_dir: Path) -> list[str]:
-    """Create the schema in data_dir, then drop every view that otel_traces feeds
-    (--otel-traces-only). Their names."""
+def drop_views(data_dir: Path, names: list[str]) -> list[str]:
+    """Create the schema in data_dir, then drop the named views that otel_traces feeds (`all`:
+    every one; --drop-views). The names dropped; an unknown name stops the benchmark."""
     return in_fresh_process(textwrap.dedent(f"""
-        import json
+        import json, sys
         from tracehouse.storage.store import Store
         s = Store('chdb://{data_dir / 'clickhouse'}')
         s.migrate()
-        views = [v for (v,) in s.query("SELECT arrayJoin(dependencies_table) FROM system.tables "
-                                       "WHERE database = currentDatabase() AND name = 'otel_traces'").result_rows]
-        for view in views:
+        fed = [v for (v,) in s.query("SELECT arrayJoin(dependencies_table) FROM system.tables "
+                                     "WHERE database = currentDatabase() AND name = 'otel_traces'").result_rows]
+        names = fed if sys.argv[1:] == ['all'] else sys.argv[1:]
+        if unknown := sorted(set(names) - set(fed)):
+            sys.exit(f"--drop-views: {{', '.join(unknown)}} is not a view otel_traces feeds; those are all, {{', '.join(fed)}}")
+        for view in names:
             s.command(f"DROP TABLE {{view}}")
-        print(json.dumps(views))
-    """))
+        print(json.dumps(names))
+    """), *names)
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -499,13 +502,16 @@ def main() -> None:
     parser.add_argument("--mixed", action="store_true", help="spans + their GenAI log events + metric points")
     parser.add_argument("--progress", type=float, default=10.0,
                         help="seconds between progress lines (stored spans, WAL, RSS); 0: none (default 10)")
-    parser.add_argument("--otel-traces-only", action="store_true",
-                        help="store spans in otel_traces alone: the views it feeds are dropped (see above)")
+    parser.add_argument("--drop-views", metavar="NAMES",
+                        help="comma-separated views fed by otel_traces to drop first, or all (see above)")
     args = parser.parse_args()
-    if args.otel_traces_only and (args.endpoint or args.mixed):
-        parser.error("--otel-traces-only starts its own server for spans alone: without --endpoint and --mixed")
-    if args.otel_traces_only and args.data_dir and args.data_dir.exists() and any(args.data_dir.iterdir()):
-        parser.error(f"--otel-traces-only drops views: give a --data-dir that is empty or new, not {args.data_dir}")
+    drop = [name.strip() for name in (args.drop_views or "").split(",") if name.strip()]
+    if args.drop_views is not None and not drop:
+        parser.error("--drop-views needs view names, or all")
+    if drop and (args.endpoint or args.mixed):
+        parser.error("--drop-views starts its own server for spans alone: without --endpoint and --mixed")
+    if drop and args.data_dir and args.data_dir.exists() and any(args.data_dir.iterdir()):
+        parser.error(f"--drop-views drops views: give a --data-dir that is empty or new, not {args.data_dir}")
     traces = max(1, args.spans_per_request // SPANS_PER_TRACE)
 
     sample = build_template(0, 0, traces)
@@ -517,9 +523,9 @@ def main() -> None:
     else:
         tmp = Path(tempfile.mkdtemp(prefix="tracehouse-bench-"))
         data_dir = args.data_dir or tmp / "data"
-        if args.otel_traces_only:
-            dropped = drop_otel_traces_views(data_dir)
-            print(f"otel_traces alone: dropped {', '.join(dropped)}", flush=True)
+        if drop:
+            dropped = drop_views(data_dir, drop)
+            print(f"dropped before the start: {', '.join(dropped)}", flush=True)
         proc, grpc_port, query_port, log_path = start_server(data_dir, args.server_arg)
         target = f"127.0.0.1:{grpc_port}"
         server_cpu = ThreadCpu(proc.pid)
