@@ -445,10 +445,13 @@ def wal_bytes(data_dir: Path) -> int:
     return total
 
 
-def in_fresh_process(code: str, *argv: str) -> list:
-    """Run `code` in a fresh process (chDB: one per data directory at a time); the JSON it prints
-    last."""
-    out = subprocess.run([sys.executable, "-c", code, *argv], capture_output=True, text=True, timeout=300)
+def in_fresh_store(data_dir: Path, body: str, *argv: str) -> list:
+    """Run `body` in a fresh process (chDB: one per data directory at a time) with `s`, the Store
+    of data_dir, and its own arguments in sys.argv[2:]; the JSON it prints last."""
+    code = ("import json, sys\nfrom tracehouse.storage.store import Store\n"
+            "s = Store('chdb://' + sys.argv[1])\n" + textwrap.dedent(body))
+    out = subprocess.run([sys.executable, "-c", code, str(data_dir / "clickhouse"), *argv],
+                         capture_output=True, text=True, timeout=300)
     if out.returncode:
         raise SystemExit(out.stderr[-3000:])
     return json.loads(out.stdout.strip().splitlines()[-1])
@@ -456,28 +459,23 @@ def in_fresh_process(code: str, *argv: str) -> list:
 
 def query_fresh(data_dir: Path, sql: str) -> list:
     """SQL on a stopped server's data directory."""
-    return in_fresh_process("import json, sys; from tracehouse.storage.store import Store; "
-                            f"s = Store('chdb://{data_dir / 'clickhouse'}'); "
-                            "print(json.dumps(s.query(sys.argv[1]).result_rows, default=str))", sql)
+    return in_fresh_store(data_dir, "print(json.dumps(s.query(sys.argv[2]).result_rows, default=str))", sql)
 
 
 def drop_views(data_dir: Path, names: list[str]) -> list[str]:
     """Create the schema in data_dir, then drop the named views that otel_traces feeds (`all`:
     every one; --drop-views). The names dropped; an unknown name stops the benchmark."""
-    return in_fresh_process(textwrap.dedent(f"""
-        import json, sys
-        from tracehouse.storage.store import Store
-        s = Store('chdb://{data_dir / 'clickhouse'}')
+    return in_fresh_store(data_dir, """
         s.migrate()
         fed = [v for (v,) in s.query("SELECT arrayJoin(dependencies_table) FROM system.tables "
                                      "WHERE database = currentDatabase() AND name = 'otel_traces'").result_rows]
-        names = fed if sys.argv[1:] == ['all'] else sys.argv[1:]
+        names = fed if sys.argv[2:] == ["all"] else sys.argv[2:]
         if unknown := sorted(set(names) - set(fed)):
-            sys.exit(f"--drop-views: {{', '.join(unknown)}} is not a view otel_traces feeds; those are all, {{', '.join(fed)}}")
+            sys.exit(f"--drop-views: {', '.join(unknown)} is not a view otel_traces feeds; those are all, {', '.join(fed)}")
         for view in names:
-            s.command(f"DROP TABLE {{view}}")
+            s.command(f"DROP TABLE {view}")
         print(json.dumps(names))
-    """), *names)
+    """, *names)
 
 
 def percentile(values: list[float], q: float) -> float:

@@ -18,7 +18,7 @@ migration 13), takes less: 0.345-0.365 s of CPU against 0.361-0.375 s, and 269-2
 insert's peak against 277-289 MB (bench/ingest.py's spans, three interleaved runs, 2026-11-27).
 Rows sorted by trace id sit together as before, so a trace read is still one granule or two.
 
-What the table costs ingest, all told: ~19 µs of server CPU a span, 28 % of it (inserts 8,
+What the table costs ingest, all told: ~19 µs of server CPU a span, 28 % of the server's (inserts 8,
 merges 10). Over 10 minutes of bench/ingest.py, --drop-views tracehouse_trace_spans_mv stored
 37,907 spans/s against 27,423 with the table (2026-11-28). It is the one big store beside
 otel_traces: the trace summary and the trace id index cost ~5 µs together. Sorted by trace id,
